@@ -1,0 +1,33 @@
+"""The errors Lanterne raises for people: each message says what was wrong and how to fix it.
+
+Every user mistake (a missing file, an unknown tokenizer name, a corrupt vocabulary) is a
+`LanterneError`; the CLI prints it on one line and exits non-zero, without a traceback.
+"""
+
+
+class LanterneError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+class InputFileError(LanterneError):
+    """A file given by the user is missing, empty, binary or not UTF-8 text."""
+
+
+class TokenizerError(LanterneError):
+    """A tokenizer was asked something it cannot do (unknown id, bad settings, ...)."""
+
+
+class UnknownTokenizerError(TokenizerError):
+    """No tokenizer has this name, and no file has this path."""
+
+
+class VocabularyFileError(TokenizerError):
+    """A vocabulary or tokenizer file is corrupt, truncated or of an unknown format."""
+
+
+class SpecialTokenError(TokenizerError):
+    """The text contains a special token (like <|endoftext|>) that was not allowed."""
+
+
+class DownloadError(LanterneError):
+    """A file could not be fetched (offline, or its checksum did not match)."""

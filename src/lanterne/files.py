@@ -1,0 +1,66 @@
+"""Reading users' text safely and writing files atomically.
+
+A corpus is checked before use (missing, empty, binary, not UTF-8), and every file Lanterne
+writes goes to a temporary file first, so an interruption never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from lanterne.errors import InputFileError
+
+# A text file has no NUL bytes; a binary one (image, zip, model weights) nearly always does.
+_BINARY_PROBE_BYTES = 8192
+
+
+def read_text_file(path: str | os.PathLike, *, what: str = "corpus") -> str:
+    """Return the UTF-8 text of `path`, or raise InputFileError saying what is wrong with it.
+
+    `what` names the file in messages ("corpus", "vocabulary", ...).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{what} file not found: {path} (check the path)")
+    if path.is_dir():
+        raise InputFileError(f"{what} path is a folder, not a file: {path} (pass a text file)")
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputFileError(f"{what} file is empty: {path} (give a file with some text)")
+    if b"\x00" in data[:_BINARY_PROBE_BYTES]:
+        raise InputFileError(f"{what} file looks binary, not text: {path} (give a UTF-8 text file)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputFileError(
+            f"{what} file is not valid UTF-8: {path} (byte {error.start}); "
+            "convert it first, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`"
+        ) from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file, fsync and rename: all or nothing."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise InputFileError(f"output folder does not exist: {folder} (create it first)")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise InputFileError(f"cannot write in {folder}: {error.strerror} (choose another folder)") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 `text` to `path` atomically (see `atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

