@@ -12,9 +12,9 @@ CORPORA = ["tinyshakespeare.txt", "miserables_fr.txt"]
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Tests never read or write the user's ~/.cache/lanterne."""
-    monkeypatch.setenv("LANTERNE_CACHE", str(tmp_path_factory.getbasetemp() / "lanterne-cache"))
+def private_cache(tmp_path, monkeypatch):
+    """Each test has its own empty cache: tests never read or write the user's ~/.cache/lanterne."""
+    monkeypatch.setenv("LANTERNE_CACHE", str(tmp_path / "lanterne-cache"))
 
 
 def shared_text(name: str) -> str:

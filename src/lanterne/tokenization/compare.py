@@ -17,6 +17,8 @@ from lanterne.tokenization.tiktoken_files import NAMED_VOCABULARIES, find_local_
 from lanterne.tokenization.word import WordTokenizer
 
 TRAIN_FRACTION = 0.9
+# Fewer held-out characters than this make the figures noise.
+MIN_HELD_OUT_CHARS = 100
 
 
 @dataclass
@@ -43,8 +45,10 @@ def split_corpus(text: str, train_fraction: float = TRAIN_FRACTION) -> tuple[str
     if newline > cut - 1000 and newline > 0:
         cut = newline + 1
     training, held_out = text[:cut], text[cut:]
-    if not training.strip() or not held_out.strip():
-        raise InputFileError("the corpus is too short to hold out 10% for evaluation; give a longer text")
+    if not training.strip() or len(held_out.strip()) < MIN_HELD_OUT_CHARS:
+        raise InputFileError(
+            f"the corpus is too short: its last 10% must hold at least {MIN_HELD_OUT_CHARS} characters to measure; give a longer text"
+        )
     return training, held_out
 
 
