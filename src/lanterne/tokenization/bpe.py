@@ -27,21 +27,22 @@ def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
 
     Ties go to the leftmost pair, as in tiktoken. Every single byte must be in `ranks`.
     """
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    missing = len(ranks) + 1  # larger than any rank: "this pair is not a token"
-    pair_ranks = [ranks.get(parts[i] + parts[i + 1], missing) for i in range(len(parts) - 1)]
+    missing = 1 << 62  # larger than any rank: "this pair is not a token"
+    # Part k is piece[starts[k]:starts[k + 1]]; pair_ranks[k] is the rank of parts k and k+1 joined.
+    starts = list(range(len(piece) + 1))
+    pair_ranks = [ranks.get(piece[i : i + 2], missing) for i in range(len(piece) - 1)]
     while pair_ranks:
         best = min(pair_ranks)
         if best == missing:
             break
         i = pair_ranks.index(best)  # leftmost of the lowest rank
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del starts[i + 1]
         del pair_ranks[i]
         if i > 0:
-            pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], missing)
+            pair_ranks[i - 1] = ranks.get(piece[starts[i - 1] : starts[i + 1]], missing)
         if i < len(pair_ranks):
-            pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], missing)
-    return parts
+            pair_ranks[i] = ranks.get(piece[starts[i] : starts[i + 2]], missing)
+    return [piece[start:end] for start, end in zip(starts, starts[1:])]
 
 
 def explain_merges(piece: bytes, ranks: dict[bytes, int]) -> list[list[bytes]]:
