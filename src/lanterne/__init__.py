@@ -6,4 +6,21 @@ Each idea of the lecture 'Introduction aux Transformers et LLMs' lives in its ow
 from lanterne.errors import LanterneError
 
 __version__ = "0.1.0"
-__all__ = ["LanterneError", "__version__"]
+__all__ = ["GPT", "GPTConfig", "LanterneError", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    # PyTorch takes seconds to import: only the parts that need it pull it in.
+    if name == "GPT":
+        from lanterne.transformer import GPT
+
+        return GPT
+    if name == "GPTConfig":
+        from lanterne.config import GPTConfig
+
+        return GPTConfig
+    if name == "load":
+        from lanterne.checkpoints import load
+
+        return load
+    raise AttributeError(f"module 'lanterne' has no attribute {name!r}")

@@ -31,3 +31,15 @@ class SpecialTokenError(TokenizerError):
 
 class DownloadError(LanterneError):
     """A file could not be fetched (offline, or its checksum did not match)."""
+
+
+class ConfigError(LanterneError):
+    """A model configuration that cannot describe a working model."""
+
+
+class ModelInputError(LanterneError):
+    """Token ids or a sequence the model cannot take (id out of vocabulary, longer than the context)."""
+
+
+class CheckpointError(LanterneError):
+    """A model folder or weights file that is missing, corrupt, or does not match its configuration."""

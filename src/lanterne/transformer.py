@@ -1,0 +1,202 @@
+"""The GPT: embeddings, a stack of Transformer blocks, and logits over the vocabulary for the next token.
+
+Each block is pre-norm: x + attention(norm(x)), then x + feed-forward(norm(x)). The last vector
+of each position, normalised and multiplied by the (tied) embedding matrix, scores every token.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lanterne.attention import AttentionDetails, CausalSelfAttention, KVCache
+from lanterne.config import GPTConfig
+from lanterne.embedding import Embeddings
+from lanterne.errors import ModelInputError
+from lanterne.feedforward import FeedForward
+
+if TYPE_CHECKING:
+    from lanterne.tokenization import Tokenizer
+
+
+class Block(nn.Module):
+    """One Transformer block: attention mixes tokens, feed-forward refines each; both with residuals."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attention = CausalSelfAttention(config)
+        self.norm_feedforward = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.feedforward = FeedForward(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        key_mask: torch.Tensor | None = None,
+        explain: bool = False,
+    ) -> tuple[torch.Tensor, AttentionDetails | None]:
+        """x: (batch, time, d_model) -> same shape."""
+        mixed, details = self.attention(self.norm_attention(x), cache=cache, layer=layer, key_mask=key_mask, explain=explain)
+        x = x + mixed
+        x = x + self.feedforward(self.norm_feedforward(x))
+        return x, details
+
+
+@dataclass
+class GPTOutput:
+    """What a forward pass returns. Shapes: logits (batch, time, vocab_size)."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    # With inspect=True: per layer, the attention details (weights, Q, K, V)...
+    attentions: tuple[AttentionDetails, ...] | None = None
+    # ... and the hidden states: the embeddings, then each block's output; the last one after the
+    # final norm (as HuggingFace reports them). n_layers + 1 tensors of (batch, time, d_model).
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model (GPT-2 architecture)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embeddings.token.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: residual projections shrink with depth so the sum stays of unit size.
+        for name, parameter in self.named_parameters():
+            if name.endswith("attention.output.weight") or name.endswith("feedforward.project.weight"):
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- the forward pass ---------------------------------------------------------------------------
+
+    def check_ids(self, ids: torch.Tensor, past_length: int = 0) -> None:
+        """Raise ModelInputError for ids the model cannot read: wrong shape, out of vocabulary, too long."""
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            raise ModelInputError("token ids must be a 2-D tensor of shape (batch, time); use ids.unsqueeze(0) for one sequence")
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ModelInputError(f"token ids must be integers, not {ids.dtype}")
+        if ids.shape[1] == 0:
+            raise ModelInputError("the sequence is empty; give at least one token")
+        length = past_length + ids.shape[1]
+        if length > self.config.context_length:
+            raise ModelInputError(
+                f"sequence of {length} tokens is longer than the model's context of {self.config.context_length}; "
+                "keep the last tokens only (generation does this for you)"
+            )
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = high if high >= self.config.vocab_size else low
+            raise ModelInputError(
+                f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1}); "
+                "was the text encoded with this model's tokenizer?"
+            )
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        key_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        inspect: bool = False,
+        check: bool = True,
+    ) -> GPTOutput:
+        """Scores for the next token at every position.
+
+        ids: (batch, time). targets: (batch, time) next-token ids for the cross-entropy loss (-100 is
+        ignored). cache: past keys/values (for generation). key_mask: (batch, past + time) booleans,
+        False on padding. positions: (batch, time) position ids (default: past_length + 0..time-1).
+        inspect: also return attention weights, Q/K/V and hidden states (same logits, slower path).
+        """
+        past_length = cache.length if cache is not None else 0
+        if check:
+            self.check_ids(ids, past_length)
+        time = ids.shape[1]
+        if positions is None:
+            positions = torch.arange(past_length, past_length + time, device=ids.device)
+        x = self.embeddings(ids.long(), positions)  # (batch, time, d_model)
+        hidden_states = [x] if inspect else None
+        attentions = [] if inspect else None
+        for layer, block in enumerate(self.blocks):
+            x, details = block(x, cache=cache, layer=layer, key_mask=key_mask, explain=inspect)
+            if inspect:
+                hidden_states.append(x)
+                attentions.append(details)
+        x = self.final_norm(x)
+        if inspect:
+            hidden_states[-1] = x
+        if cache is not None:
+            cache.advance(time)
+        logits = self.lm_head(x)  # (batch, time, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1).long(), ignore_index=-100)
+        return GPTOutput(
+            logits=logits,
+            loss=loss,
+            attentions=tuple(attentions) if inspect else None,
+            hidden_states=tuple(hidden_states) if inspect else None,
+        )
+
+    def new_cache(self, batch_size: int, max_length: int | None = None) -> KVCache:
+        """An empty key/value cache on this model's device and dtype."""
+        parameter = next(self.parameters())
+        return KVCache(self.config, batch_size, max_length, device=parameter.device, dtype=parameter.dtype)
+
+    # -- size and cost ------------------------------------------------------------------------------
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of parameters (tied matrices counted once); `non_embedding` leaves out position embeddings, as nanoGPT."""
+        total = sum(parameter.numel() for parameter in self.parameters())
+        if non_embedding:
+            total -= self.embeddings.position.weight.numel()
+        return total
+
+    def flops_per_token(self, sequence_length: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6N + 12 · layers · d_model · time (PaLM appendix B)."""
+        time = sequence_length or self.config.context_length
+        return 6 * self.num_parameters(non_embedding=True) + 12 * self.config.n_layers * self.config.d_model * time
+
+    def estimate_mfu(self, tokens_per_second: float, peak_flops: float, sequence_length: int | None = None) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak FLOP/s."""
+        return self.flops_per_token(sequence_length) * tokens_per_second / peak_flops
+
+    # -- files --------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer: "Tokenizer | None" = None) -> None:
+        """Write config.json, model.safetensors (and the tokenizer) to `folder`; see `checkpoints`."""
+        from lanterne.checkpoints import save_model
+
+        save_model(self, folder, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None) -> "GPT":
+        """A model from a Lanterne or HuggingFace GPT-2 folder, or a Hub name such as 'gpt2'; see `checkpoints`."""
+        from lanterne.checkpoints import load_model
+
+        return load_model(name_or_folder, device=device)
