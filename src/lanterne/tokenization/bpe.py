@@ -8,6 +8,7 @@ vocabulary. The token id is the rank. This is tiktoken's algorithm, so ids match
 from __future__ import annotations
 
 import base64
+from itertools import chain
 from typing import Any, Collection, Iterable, Literal
 
 import regex
@@ -28,9 +29,10 @@ def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     Ties go to the leftmost pair, as in tiktoken. Every single byte must be in `ranks`.
     """
     missing = 1 << 62  # larger than any rank: "this pair is not a token"
+    rank_of = ranks.get
     # Part k is piece[starts[k]:starts[k + 1]]; pair_ranks[k] is the rank of parts k and k+1 joined.
     starts = list(range(len(piece) + 1))
-    pair_ranks = [ranks.get(piece[i : i + 2], missing) for i in range(len(piece) - 1)]
+    pair_ranks = [rank_of(piece[i : i + 2], missing) for i in range(len(piece) - 1)]
     while pair_ranks:
         best = min(pair_ranks)
         if best == missing:
@@ -39,9 +41,9 @@ def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
         del starts[i + 1]
         del pair_ranks[i]
         if i > 0:
-            pair_ranks[i - 1] = ranks.get(piece[starts[i - 1] : starts[i + 1]], missing)
+            pair_ranks[i - 1] = rank_of(piece[starts[i - 1] : starts[i + 1]], missing)
         if i < len(pair_ranks):
-            pair_ranks[i] = ranks.get(piece[starts[i] : starts[i + 2]], missing)
+            pair_ranks[i] = rank_of(piece[starts[i] : starts[i + 2]], missing)
     return [piece[start:end] for start, end in zip(starts, starts[1:])]
 
 
@@ -178,27 +180,25 @@ class ByteLevelBPE(Tokenizer):
         return self._encode_ordinary_python(text)
 
     def _encode_ordinary_python(self, text: str) -> list[int]:
+        pieces = self._regex.findall(text)
         cache = self._cache
-        ids: list[int] = []
-        for piece in self._regex.findall(text):
-            piece_ids = cache.get(piece)
-            if piece_ids is None:
-                piece_ids = self._encode_piece(piece)
-            ids += piece_ids
-        return ids
+        # Encode each distinct new piece once; the rest is dictionary look-ups done in C.
+        new_pieces = set(pieces).difference(cache)
+        if len(cache) + len(new_pieces) > _CACHE_LIMIT:
+            cache.clear()
+            new_pieces = set(pieces)
+        for piece in new_pieces:
+            cache[piece] = self._encode_piece(piece)
+        return list(chain.from_iterable(map(cache.__getitem__, pieces)))
 
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        """Token ids of one pre-token (not cached here)."""
         data = piece.encode("utf-8")
         rank = self.ranks.get(data)
         if rank is not None:
-            piece_ids: tuple[int, ...] = (rank,)
-        else:
-            ranks = self.ranks
-            piece_ids = tuple(ranks[part] for part in byte_pair_merge(data, ranks))
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[piece] = piece_ids
-        return piece_ids
+            return (rank,)
+        ranks = self.ranks
+        return tuple([ranks[part] for part in byte_pair_merge(data, ranks)])
 
     def encode(
         self,
