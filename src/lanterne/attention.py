@@ -64,15 +64,19 @@ class KVCache:
         self.length = 0
 
 
-def causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
-    """(query_length, key_length) booleans, True where a query may look: the past and itself.
+def query_key_positions(query_length: int, key_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the queries, (query_length, 1), and of the keys, (1, key_length).
 
     The queries are the last `query_length` of the `key_length` positions (the rest is cached past).
     """
     offset = key_length - query_length
-    query_positions = torch.arange(query_length, device=device).unsqueeze(1) + offset
-    key_positions = torch.arange(key_length, device=device).unsqueeze(0)
-    return key_positions <= query_positions
+    return torch.arange(query_length, device=device).unsqueeze(1) + offset, torch.arange(key_length, device=device).unsqueeze(0)
+
+
+def causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
+    """(query_length, key_length) booleans, True where a query may look: the past and itself."""
+    queries, keys = query_key_positions(query_length, key_length, device)
+    return keys <= queries
 
 
 class CausalSelfAttention(nn.Module):
@@ -118,9 +122,12 @@ class CausalSelfAttention(nn.Module):
         key_time = keys.shape[2]
         mask = None  # None: plain causal (or, for one new token, every cached position)
         if key_mask is not None or (key_time != time and time > 1):
-            mask = causal_mask(time, key_time, x.device)  # (time, key_time)
+            query_positions, key_positions = query_key_positions(time, key_time, x.device)
+            mask = key_positions <= query_positions  # (time, key_time): causal
             if key_mask is not None:
-                mask = mask & key_mask[:, None, None, :key_time]  # (batch, 1, time, key_time)
+                # A padding query would see no key at all (a NaN row); letting it see itself is
+                # harmless, since no real query ever looks at a padding key.
+                mask = (mask & key_mask[:, None, None, :key_time]) | (key_positions == query_positions)  # (batch, 1, time, key_time)
         if explain:
             mixed, details = attention_step_by_step(queries, keys, values, mask)
         else:
@@ -147,6 +154,5 @@ def attention_step_by_step(
         mask = causal_mask(query_time, key_time, queries.device)
     scores = scores.masked_fill(~mask, float("-inf"))  # the future (and padding) gets no weight
     weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-    weights = torch.nan_to_num(weights)  # a fully masked row (a padding query) attends to nothing
     mixed = weights @ values  # (batch, heads, q_time, head_dim)
     return mixed, AttentionDetails(weights=weights, queries=queries, keys=keys, values=values)

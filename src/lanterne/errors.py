@@ -43,3 +43,7 @@ class ModelInputError(LanterneError):
 
 class CheckpointError(LanterneError):
     """A model folder or weights file that is missing, corrupt, or does not match its configuration."""
+
+
+class GenerationError(LanterneError):
+    """Generation settings or a prompt that cannot be used (negative temperature, empty prompt, ...)."""

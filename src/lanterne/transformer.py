@@ -124,6 +124,7 @@ class GPT(nn.Module):
         key_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         inspect: bool = False,
+        last_only: bool = False,
         check: bool = True,
     ) -> GPTOutput:
         """Scores for the next token at every position.
@@ -132,6 +133,7 @@ class GPT(nn.Module):
         ignored). cache: past keys/values (for generation). key_mask: (batch, past + time) booleans,
         False on padding. positions: (batch, time) position ids (default: past_length + 0..time-1).
         inspect: also return attention weights, Q/K/V and hidden states (same logits, slower path).
+        last_only: logits for the last position only, (batch, 1, vocab_size): all generation needs.
         """
         past_length = cache.length if cache is not None else 0
         if check:
@@ -152,6 +154,8 @@ class GPT(nn.Module):
             hidden_states[-1] = x
         if cache is not None:
             cache.advance(time)
+        if last_only:
+            x = x[:, -1:]  # the vocabulary projection is the largest matrix: skip it where unused
         logits = self.lm_head(x)  # (batch, time, vocab_size)
         loss = None
         if targets is not None:
