@@ -15,6 +15,7 @@ from lanterne import __version__
 from lanterne.errors import InputFileError, LanterneError
 
 DEFAULT_TOKENIZER = "o200k_base"
+DEFAULT_MODEL = "gpt2"
 # Background colours cycled over tokens, as in the lecture's tokenizer figure.
 _TOKEN_COLOURS = ["#5b3f8c", "#2e6b4f", "#8c5a2b", "#2b5c8c", "#8c2b4a"]
 
@@ -149,6 +150,80 @@ def command_tokenizers_list(args: argparse.Namespace) -> None:
         print(f"{row['name']}{also}: {where}")
 
 
+# -- lanterne generate / predict -------------------------------------------------------------------
+
+
+def _load_model(args: argparse.Namespace):
+    from lanterne.checkpoints import load
+    from lanterne.errors import CheckpointError
+
+    model, tokenizer = load(args.model)
+    if args.tokenizer:
+        from lanterne.tokenization import load as load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    if tokenizer is None:
+        raise CheckpointError(f"the model {args.model} comes without a tokenizer.json; pass --tokenizer NAME|PATH")
+    return model, tokenizer
+
+
+def command_generate(args: argparse.Namespace) -> None:
+    import warnings
+
+    from lanterne.generation import generate, stream
+
+    model, tokenizer = _load_model(args)
+    options = dict(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=args.stop or (), seed=args.seed,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.stream and not args.json:
+            pieces = stream(model, tokenizer, args.prompt, **options)
+            first = next(pieces, "")  # settings are checked here, before anything is printed
+            print(args.prompt + first, end="", flush=True)
+            for piece in pieces:
+                print(piece, end="", flush=True)
+            print()
+            text = None
+        else:
+            text = generate(model, tokenizer, args.prompt, **options)
+    for warning in caught:
+        print(f"lanterne: note: {warning.message}", file=sys.stderr)
+    if text is None:
+        return
+    if args.json:
+        _print_json({"prompt": args.prompt, "text": text, **{k: v for k, v in options.items() if k != "stop"}, "stop": list(args.stop or [])})
+    else:
+        print(args.prompt + text)
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    from lanterne.prediction import next_token_table
+
+    model, tokenizer = _load_model(args)
+    table = next_token_table(model, tokenizer, args.prompt, top=args.top, temperatures=args.temperature)
+    if args.json:
+        _print_json(table.as_dict())
+        return
+    from rich.table import Table
+
+    view = Table(title=f"Next token after {args.prompt!r}")
+    view.add_column("token")
+    view.add_column("id", justify="right")
+    view.add_column("logit", justify="right")
+    for temperature in table.temperatures:
+        view.add_column(f"p (T={temperature:g})", justify="right")
+    for candidate in table.candidates:
+        view.add_row(
+            repr(candidate.text), str(candidate.id), f"{candidate.logit:.3f}",
+            *[f"{100 * candidate.probabilities[t]:.2f}%" for t in table.temperatures],
+        )
+    view.add_row("entropy (bits)", "", "", *[f"{table.entropy_bits[t]:.2f}" for t in table.temperatures])
+    _console().print(view)
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -188,10 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=command_tokenizers_compare)
 
+    generate = verbs.add_parser("generate", help="continue a prompt with a model")
+    generate.add_argument("prompt")
+    _model_arguments(generate)
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; < 1 precise; > 1 varied")
+    generate.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set reaching this probability")
+    generate.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0)
+    generate.add_argument("--stop", action="append", help="stop at this text (repeatable)")
+    generate.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come")
+    generate.add_argument("--json", action="store_true")
+    generate.set_defaults(run=command_generate)
+
+    predict = verbs.add_parser("predict", help="the next-token table: logits and probabilities at several temperatures")
+    predict.add_argument("prompt")
+    _model_arguments(predict)
+    predict.add_argument("--top", type=int, default=10, help="how many candidates (default 10)")
+    predict.add_argument("--temperature", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(run=command_predict)
+
     listing = jobs.add_parser("list", help="published vocabularies and where they are")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=command_tokenizers_list)
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder or HuggingFace name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,7 +55,7 @@ def load(name_or_path: str | os.PathLike, *, pattern: str | None = None, backend
     if text.startswith("hf:"):
         from lanterne.tokenization.huggingface import load_from_hub
 
-        return load_from_hub(text[3:])
+        return load_from_hub(text[3:], backend=backend)
     path = Path(text)
     if path.is_dir():
         path = path / "tokenizer.json"

@@ -1,175 +1,34 @@
 """WordPiece, as BERT tokenizes: each word split into the longest known pieces, '##' marking the rest.
 
-Text is normalized (cleaned, lower-cased, accents stripped, spaces put around CJK ideographs),
-cut at whitespace and punctuation, and each word is split left to right, taking the longest
-vocabulary entry at each step. Ids match HuggingFace's BERT tokenizers.
+After normalization and cutting into words (see `normalization`), each word is split left to
+right, taking the longest vocabulary entry at each step. Ids match HuggingFace's BERT tokenizers.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any, Iterable, Sequence
 
 import regex
 
 from lanterne.errors import TokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Token, Tokenizer
+from lanterne.tokenization.normalization import (
+    NORMALIZATION_STEPS,
+    PRE_TOKENIZERS,
+    bert_normalization,
+    normalize_with_origins,
+    split_words,
+)
 
-# -- normalization ------------------------------------------------------------------------------
-
-NORMALIZATION_STEPS = ("clean_text", "handle_chinese_chars", "nfd", "strip_accents", "lowercase")
-PRE_TOKENIZERS = ("bert", "whitespace", "whitespace_split")
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-# Unicode's White_Space property, which Rust's char::is_whitespace (used by HuggingFace) follows;
-# Python's str.isspace() differs (it also counts U+001C..U+001F).
-_WHITESPACE = frozenset(
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000"
-)
-
-# The "Chinese characters" of BERT: the CJK Unified Ideographs blocks (not Japanese kana, not Hangul).
-_CJK_RANGES = (
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
-)
-
-
-def bert_normalization(
-    *, lowercase: bool = True, strip_accents: bool | None = None, clean_text: bool = True, handle_chinese_chars: bool = True
-) -> tuple[str, ...]:
-    """The normalization steps of BERT's normalizer. `strip_accents=None` follows `lowercase`, as in BERT."""
-    if strip_accents is None:
-        strip_accents = lowercase
-    steps = []
-    if clean_text:
-        steps.append("clean_text")
-    if handle_chinese_chars:
-        steps.append("handle_chinese_chars")
-    if strip_accents:
-        steps += ["nfd", "strip_accents"]
-    if lowercase:
-        steps.append("lowercase")
-    return tuple(steps)
-
-
-def is_whitespace(char: str) -> bool:
-    return char in _WHITESPACE
-
-
-def is_control(char: str) -> bool:
-    """Control, format and private-use characters (tab, newline and return count as whitespace instead)."""
-    return char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cf", "Co")
-
-
-def is_punctuation(char: str) -> bool:
-    """BERT's punctuation: every ASCII symbol (so '$', '+', '^' too) and every Unicode P* character."""
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def is_chinese_char(char: str) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in _CJK_RANGES)
-
-
-def normalize_with_origins(text: str, steps: Sequence[str]) -> tuple[str, list[int]]:
-    """Apply normalization `steps` to `text`; also return, for each output character, the index of
-    the input character it came from (so tokens can point back into the original text).
-
-    Every step works character by character, like HuggingFace's, except 'nfd', which also puts
-    combining marks in canonical order; the result of 'nfd' equals unicodedata.normalize('NFD').
-    """
-    chars = list(text)
-    origins = list(range(len(text)))
-    for step in steps:
-        if step == "clean_text":
-            kept = [(char, origin) for char, origin in zip(chars, origins)
-                    if not (char in "\x00\ufffd" or is_control(char))]
-            chars = [" " if is_whitespace(char) else char for char, _ in kept]
-            origins = [origin for _, origin in kept]
-        elif step == "handle_chinese_chars":
-            chars, origins = _expand(chars, origins, lambda char: f" {char} " if is_chinese_char(char) else char)
-        elif step == "nfd":
-            chars, origins = _expand(chars, origins, lambda char: unicodedata.normalize("NFD", char))
-            _order_combining_marks(chars, origins)
-        elif step == "strip_accents":
-            kept = [(char, origin) for char, origin in zip(chars, origins) if unicodedata.category(char) != "Mn"]
-            chars, origins = [char for char, _ in kept], [origin for _, origin in kept]
-        elif step == "lowercase":
-            # One character at a time, as HuggingFace does: a final 'Σ' becomes 'σ', not 'ς'.
-            chars, origins = _expand(chars, origins, str.lower)
-        else:
-            raise TokenizerError(f"unknown normalization step {step!r}; use some of {', '.join(NORMALIZATION_STEPS)}")
-    return "".join(chars), origins
-
-
-def _expand(chars: list[str], origins: list[int], rewrite: Any) -> tuple[list[str], list[int]]:
-    """Replace each character by `rewrite(char)` (zero or more characters), each keeping its origin."""
-    new_chars: list[str] = []
-    new_origins: list[int] = []
-    for char, origin in zip(chars, origins):
-        for new_char in rewrite(char):
-            new_chars.append(new_char)
-            new_origins.append(origin)
-    return new_chars, new_origins
-
-
-def _order_combining_marks(chars: list[str], origins: list[int]) -> None:
-    """Canonical ordering (in place): sort each run of combining marks by combining class, stably."""
-    classes = [unicodedata.combining(char) for char in chars]
-    start = 0
-    while start < len(chars):
-        if classes[start] == 0:
-            start += 1
-            continue
-        end = start
-        while end < len(chars) and classes[end] != 0:
-            end += 1
-        run = sorted(range(start, end), key=lambda i: classes[i])
-        chars[start:end] = [chars[i] for i in run]
-        origins[start:end] = [origins[i] for i in run]
-        start = end
-
-
-# -- pre-tokenization ---------------------------------------------------------------------------
-
-_WORD_OR_SYMBOLS = regex.compile(r"\w+|[^\w\s]+")
-
-
-def split_words(text: str, pre_tokenizer: str = "bert") -> list[tuple[int, int]]:
-    """Spans [start, end) of the words of (normalized) `text`; whitespace is dropped.
-
-    'bert': every punctuation character is a word of its own; 'whitespace': runs of word
-    characters or of other symbols; 'whitespace_split': only whitespace separates words.
-    """
-    if pre_tokenizer == "whitespace":
-        return [match.span() for match in _WORD_OR_SYMBOLS.finditer(text)]
-    if pre_tokenizer not in PRE_TOKENIZERS:
-        raise TokenizerError(f"unknown pre-tokenizer {pre_tokenizer!r}; use one of {', '.join(PRE_TOKENIZERS)}")
-    isolate_punctuation = pre_tokenizer == "bert"
-    spans: list[tuple[int, int]] = []
-    start = None
-    for index, char in enumerate(text):
-        if is_whitespace(char) or (isolate_punctuation and is_punctuation(char)):
-            if start is not None:
-                spans.append((start, index))
-                start = None
-            if not is_whitespace(char):
-                spans.append((index, index + 1))
-        elif start is None:
-            start = index
-    if start is not None:
-        spans.append((start, len(text)))
-    return spans
 
 
 # -- the WordPiece model ------------------------------------------------------------------------
 
 
-def word_pieces(word: str, vocab: dict[str, int], prefix: str = "##", longest_piece: int | None = None) -> list[tuple[str, int, int]] | None:
+def word_pieces(
+    word: str, vocab: dict[str, int], prefix: str = "##", longest_piece: int | None = None
+) -> list[tuple[str, int, int]] | None:
     """Split `word` greedily into the longest vocabulary pieces, left to right: [(piece, start, end), ...].
 
     Pieces after the first are looked up with `prefix` ('##ing'). None when some part of the word
@@ -253,7 +112,9 @@ class WordPieceTokenizer(Tokenizer):
             raise VocabularyFileError("WordPiece vocabulary has an empty or repeated entry; the file is corrupt")
         unknown_steps = [step for step in normalization if step not in NORMALIZATION_STEPS]
         if unknown_steps:
-            raise TokenizerError(f"unknown normalization step {unknown_steps[0]!r}; use some of {', '.join(NORMALIZATION_STEPS)}")
+            raise TokenizerError(
+                f"unknown normalization step {unknown_steps[0]!r}; use some of {', '.join(NORMALIZATION_STEPS)}"
+            )
         if pre_tokenizer not in PRE_TOKENIZERS:
             raise TokenizerError(f"unknown pre-tokenizer {pre_tokenizer!r}; use one of {', '.join(PRE_TOKENIZERS)}")
         if special_tokens is None:
@@ -271,7 +132,7 @@ class WordPieceTokenizer(Tokenizer):
         self.sep_token = sep_token
         self.decode_cleanup = decode_cleanup
         self._longest_piece = max(len(piece) for piece in self.vocab)
-        # Longest first, so that '[MASK]x' never matches a shorter special token that prefixes it.
+        # Longest first: where one special token begins with another, the longer one wins.
         ordered = sorted(self.special_tokens, key=len, reverse=True)
         self._special_regex = regex.compile("|".join(regex.escape(token) for token in ordered)) if ordered else None
 
@@ -314,7 +175,9 @@ class WordPieceTokenizer(Tokenizer):
         if add_special_tokens:
             for token in (self.cls_token, self.sep_token):
                 if token not in self.ids:
-                    raise TokenizerError(f"this vocabulary has no {token!r} token; encode with add_special_tokens=False")
+                    raise TokenizerError(
+                        f"this vocabulary has no {token!r} token; encode with add_special_tokens=False"
+                    )
             ids = [self.ids[self.cls_token], *ids, self.ids[self.sep_token]]
         return ids
 
@@ -366,4 +229,5 @@ class WordPieceTokenizer(Tokenizer):
             raise VocabularyFileError(f"WordPiece tokenizer file is missing or has a bad entry ({error})") from None
 
     def __repr__(self) -> str:
-        return f"WordPieceTokenizer(vocab_size={self.vocab_size}, normalization={'+'.join(self.normalization) or 'none'})"
+        steps = "+".join(self.normalization) or "none"
+        return f"WordPieceTokenizer(vocab_size={self.vocab_size}, normalization={steps})"
