@@ -173,6 +173,10 @@ def command_generate(args: argparse.Namespace) -> None:
     from lanterne.generation import generate, stream
 
     model, tokenizer = _load_model(args)
+    if args.compile:
+        from lanterne.fast_decoding import enable_fast_decoding
+
+        enable_fast_decoding(model)
     options = dict(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=args.stop or (), seed=args.seed,
@@ -275,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", help="stop at this text (repeatable)")
     generate.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come")
+    generate.add_argument("--compile", action="store_true", help="fast decoding: compiled kernels (seconds to start, faster per token)")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(run=command_generate)
 
