@@ -151,6 +151,10 @@ def resolve_folder(name_or_folder: str | os.PathLike) -> Path:
     """The local folder for a path, or for a Hub name once fetched."""
     folder = Path(name_or_folder)
     if folder.is_dir():
+        if not (folder / CONFIG_FILE).is_file():
+            from lanterne.training.checkpointing import resolve_run_folder
+
+            return resolve_run_folder(folder) or folder  # a training run: its latest checkpoint
         return folder
     if folder.exists():
         raise CheckpointError(f"{folder} is a file; pass the model folder that holds config.json and model.safetensors")

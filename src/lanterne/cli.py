@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lanterne import __version__
-from lanterne.errors import InputFileError, LanterneError
+from lanterne.errors import ConfigError, InputFileError, LanterneError
 
 DEFAULT_TOKENIZER = "o200k_base"
 DEFAULT_MODEL = "gpt2"
@@ -228,6 +228,36 @@ def command_predict(args: argparse.Namespace) -> None:
     _console().print(view)
 
 
+# -- lanterne train -------------------------------------------------------------------------------
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from lanterne.training.trainer import TrainingConfig, load_settings_file, settings_from, train
+
+    base = load_settings_file(args.config) if args.config else {}
+    training, model = settings_from(args.set or [], base)
+    explicit = {
+        "data": args.data, "tokenizer": args.tokenizer, "preset": args.preset, "out": args.out,
+        "max_steps": args.max_steps, "device": args.device, "text_field": args.text_field,
+    }
+    training.update({key: value for key, value in explicit.items() if value is not None})
+    training.update(resume=args.resume, overwrite=args.overwrite, progress=not args.json)
+    try:
+        config = TrainingConfig(**training, model=model)
+    except TypeError as error:
+        raise ConfigError(f"bad training settings: {error}") from None
+    result = train(config)
+    summary = {
+        "run_folder": str(result.run_folder), "steps": result.steps, "final_validation_loss": result.final_validation_loss,
+        "best_validation_loss": result.best_validation_loss, "tokens_per_second": result.tokens_per_second,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        loss = f"{result.final_validation_loss:.4f}" if result.final_validation_loss is not None else "n/a"
+        print(f"trained {result.steps} steps into {result.run_folder}: validation loss {loss}; load it with lanterne.load({str(result.run_folder)!r})")
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -290,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--temperature", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=command_predict)
+
+    training = verbs.add_parser("train", help="train a GPT on your text (torchrun for several processes)")
+    training.add_argument("--data", help="a text file, a folder of .txt/.md files, or a .jsonl file")
+    training.add_argument("--tokenizer", default=None, help="char (default), bpe:N, a published name, or a tokenizer file")
+    training.add_argument("--text-field", default=None, help="JSONL: the field holding the text (default: text)")
+    training.add_argument("--preset", default=None, help="model preset: tiny (default), small, gpt2, ...")
+    training.add_argument("--config", default=None, help="TOML settings file ([model] table for the model)")
+    training.add_argument("--set", action="append", metavar="KEY=VALUE", help="any training or model setting (repeatable)")
+    training.add_argument("--out", default=None, help="run folder (default: runs/lanterne)")
+    training.add_argument("--max-steps", type=int, default=None)
+    training.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    training.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    training.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
+    training.add_argument("--json", action="store_true", help="no progress display; print the summary as JSON")
+    training.set_defaults(run=command_train)
 
     listing = jobs.add_parser("list", help="published vocabularies and where they are")
     listing.add_argument("--json", action="store_true")

@@ -119,7 +119,7 @@ class GPTConfig:
 
 # nanoGPT's shakespeare_char CPU settings for 'tiny'; OpenAI's GPT-2 family for the rest.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=256, context_length=64, d_model=128, n_heads=4, n_layers=4, dropout=0.0),
+    "tiny": dict(vocab_size=256, context_length=64, d_model=128, n_heads=4, n_layers=4, dropout=0.0, bias=False, activation="gelu"),
     "small": dict(vocab_size=8192, context_length=256, d_model=384, n_heads=6, n_layers=6, dropout=0.1),
     "gpt2": dict(vocab_size=50257, context_length=1024, d_model=768, n_heads=12, n_layers=12),
     "gpt2-medium": dict(vocab_size=50257, context_length=1024, d_model=1024, n_heads=16, n_layers=24),

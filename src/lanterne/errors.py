@@ -47,3 +47,7 @@ class CheckpointError(LanterneError):
 
 class GenerationError(LanterneError):
     """Generation settings or a prompt that cannot be used (negative temperature, empty prompt, ...)."""
+
+
+class TrainingDataError(InputFileError):
+    """Training data that cannot be used (bad JSONL line, too few tokens, bad split settings, ...)."""

@@ -14,17 +14,18 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _row_dot(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """out[i] = sum_k weight[i, k] * x[k] (+ bias[i]), accumulated in fp32."""
+    out = (weight.float() * x.float()).sum(dim=-1)  # (out_features,): fused by the compiler, never materialised
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(x.dtype)
+
+
 @functools.cache
-def _row_dot():
-    """The compiled kernel: out[i] = sum_k weight[i, k] * x[k] (+ bias[i]), accumulated in fp32."""
-
-    def row_dot(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        out = (weight.float() * x.float()).sum(dim=-1)  # (out_features,): fused, never materialised
-        if bias is not None:
-            out = out + bias.float()
-        return out.to(x.dtype)
-
-    return torch.compile(row_dot, dynamic=False)
+def _compiled_row_dot(shape: tuple[int, int], dtype: torch.dtype, has_bias: bool):
+    """One compiled kernel per weight shape and dtype (so no kernel is ever recompiled)."""
+    return torch.compile(_row_dot, dynamic=False)
 
 
 class DecodingLinear(nn.Linear):
@@ -33,7 +34,8 @@ class DecodingLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] or torch.is_grad_enabled() or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
-        out = _row_dot()(x.reshape(-1), self.weight, self.bias)  # (out_features,)
+        kernel = _compiled_row_dot(tuple(self.weight.shape), self.weight.dtype, self.bias is not None)
+        out = kernel(x.reshape(-1), self.weight, self.bias)  # (out_features,)
         return out.view(*x.shape[:-1], -1)
 
 

@@ -1,0 +1,129 @@
+"""Training checkpoints: a model folder plus everything needed to continue exactly where it stopped.
+
+Each checkpoint is built in a temporary folder, flushed to disk, then renamed into place: a kill at
+any moment leaves the previous checkpoints intact. The last K are kept, and the best one always.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lanterne.checkpoints import save_model
+from lanterne.errors import CheckpointError
+from lanterne.files import atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.pt"  # optimizer and random generators: tensors only, read with weights_only=True
+PROGRESS_FILE = "trainer.json"  # step, best validation loss, the training settings
+LATEST = "latest.json"
+_NAME = re.compile(r"^step-(\d{7,})$")
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some systems cannot open folders; the rename is still atomic
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as stream:
+        os.fsync(stream.fileno())
+
+
+def checkpoint_folders(run_folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first, as (step, folder)."""
+    root = Path(run_folder) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / PROGRESS_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def save_checkpoint(
+    run_folder: Path,
+    step: int,
+    model,
+    tokenizer,
+    state: dict[str, Any],
+    progress: dict[str, Any],
+    *,
+    keep: int,
+    best_step: int | None,
+) -> Path:
+    """Write checkpoint `step` atomically, point latest.json at it, and prune all but the last `keep` and the best."""
+    root = Path(run_folder) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    temporary = root / f".step-{step:07d}.{os.getpid()}.tmp"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    save_model(model, temporary, tokenizer)
+    torch.save(state, temporary / STATE_FILE)
+    _fsync_file(temporary / STATE_FILE)
+    atomic_write_text(temporary / PROGRESS_FILE, json.dumps(progress, indent=2))
+    _fsync_folder(temporary)
+    if final.exists():  # the same step saved again (e.g. a resumed run that ends where it started)
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync_folder(root)
+    atomic_write_text(root / LATEST, json.dumps({"step": step, "folder": final.name, "best": f"step-{best_step:07d}" if best_step is not None else None}))
+    _prune(root, keep, best_step)
+    return final
+
+
+def _prune(root: Path, keep: int, best_step: int | None) -> None:
+    complete = checkpoint_folders(root.parent)
+    protected = {step for step, _ in complete[-max(1, keep):]}
+    if best_step is not None:
+        protected.add(best_step)
+    for step, folder in complete:
+        if step not in protected:
+            shutil.rmtree(folder, ignore_errors=True)
+    for leftover in root.glob(".step-*.tmp"):  # from a run killed while writing
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_latest(run_folder: Path) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """The newest complete checkpoint of a run: (folder, progress, state), or None if there is none."""
+    found = checkpoint_folders(run_folder)
+    if not found:
+        return None
+    _, folder = found[-1]
+    try:
+        progress = json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8"))
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file: name it rather than show a traceback
+        raise CheckpointError(f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); delete it to resume from the one before") from None
+    return folder, progress, state
+
+
+def resolve_run_folder(folder: Path) -> Path | None:
+    """For `lanterne.load(run_folder)`: the checkpoint latest.json points at, or None if `folder` is not a run."""
+    pointer = Path(folder) / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        target = Path(folder) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["folder"]
+    except (ValueError, KeyError):
+        target = None
+    if target is not None and target.is_dir():
+        return target
+    found = checkpoint_folders(folder)
+    return found[-1][1] if found else None

@@ -1,0 +1,363 @@
+"""The training loop: read a batch, predict each next token, lower the cross-entropy, repeat.
+
+AdamW with warmup and cosine decay, gradient accumulation and clipping, bf16 autocast where the
+hardware has it, evaluation (loss, perplexity, bits per byte), atomic checkpoints, exact resume,
+and data parallelism over processes started by torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lanterne.config import GPTConfig
+from lanterne.errors import CheckpointError, ConfigError, InputFileError
+from lanterne.training import checkpointing, distributed
+from lanterne.training.hardware import matmul_peak_flops, pick_device, pick_dtype, synchronize
+from lanterne.training.metrics import PLOT_FILE, MetricsLog, ProgressDisplay, plot_loss_curve
+from lanterne.training.schedule import learning_rate_at, make_optimizer
+from lanterne.transformer import GPT
+
+
+@dataclass
+class TrainingConfig:
+    """Every setting of a run. The defaults are nanoGPT's character-level Shakespeare on a laptop CPU."""
+
+    data: str = ""
+    tokenizer: str = "char"  # "char", "bpe:N", a published name or a tokenizer file
+    text_field: str = "text"  # for JSONL data
+    validation_fraction: float = 0.1
+    out: str = "runs/lanterne"
+    preset: str | None = None  # model preset: 'tiny' for a new run; a resumed run keeps its own
+    model: dict[str, Any] = field(default_factory=dict)  # GPTConfig fields overriding the preset
+    batch_size: int = 12  # sequences per optimizer micro-step, over all processes
+    gradient_accumulation: int = 1
+    max_steps: int = 2000
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    decay_steps: int | None = None  # cosine decay length; None = max_steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_batches: int = 20
+    checkpoint_interval: int | None = None  # None = eval_interval
+    keep_checkpoints: int = 3
+    log_interval: int = 10
+    sample_tokens: int = 200
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"  # auto, float32, bfloat16 (autocast)
+    compile: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "gradient_accumulation", "max_steps", "eval_interval", "eval_batches", "keep_checkpoints", "log_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
+        if self.learning_rate <= 0 or self.min_learning_rate < 0:
+            raise ConfigError("learning rates must be positive")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; choose one")
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+@dataclass
+class TrainingResult:
+    run_folder: Path
+    steps: int
+    final_validation_loss: float | None
+    best_validation_loss: float | None
+    tokens_per_second: float
+
+
+class Trainer:
+    """Runs one training job described by a TrainingConfig; `run()` returns a TrainingResult."""
+
+    def __init__(self, config: TrainingConfig) -> None:
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+        self.group = distributed.start(self.device.type)
+        if self.device.type == "cuda" and self.group.distributed:
+            self.device = torch.device("cuda", self.group.local_rank)
+        if config.batch_size % self.group.world_size:
+            raise ConfigError(f"batch_size {config.batch_size} does not split over {self.group.world_size} processes; use a multiple")
+        self.run_folder = Path(config.out)
+
+    # -- setting up -------------------------------------------------------------------------------
+
+    def _prepare_folder(self) -> dict | None:
+        """Check the output folder; return the checkpoint to resume from (None for a new run)."""
+        folder = self.run_folder
+        has_run = folder.exists() and any(folder.iterdir())
+        if self.config.resume:
+            latest = checkpointing.load_latest(folder)
+            if latest is None:
+                raise CheckpointError(f"nothing to resume in {folder}: it has no checkpoint; drop --resume to start a new run")
+            return {"folder": latest[0], "progress": latest[1], "state": latest[2]}
+        if has_run and not self.config.overwrite:
+            raise InputFileError(f"{folder} already holds files; pass --resume to continue that run or --overwrite to replace it")
+        if self.group.is_main:
+            if has_run:
+                for name in (checkpointing.CHECKPOINTS, "metrics.jsonl", PLOT_FILE):
+                    target = folder / name
+                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / ".write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as error:
+                raise InputFileError(f"cannot write in {folder} ({error.strerror}); choose another --out") from None
+        return None
+
+    def _model_config(self, vocab_size: int, resumed: dict | None) -> GPTConfig:
+        requested = dict(self.config.model)
+        if resumed is None:
+            return GPTConfig.preset(self.config.preset or "tiny", **{"vocab_size": vocab_size, **requested})
+        saved = GPTConfig.from_json(resumed["folder"] / "config.json")
+        wanted = GPTConfig.preset(self.config.preset, vocab_size=saved.vocab_size, **requested).to_dict() if self.config.preset else {**saved.to_dict(), **requested}
+        for key, value in wanted.items():
+            if saved.to_dict().get(key) != value:
+                raise CheckpointError(
+                    f"the checkpoint in {resumed['folder']} has {key}={saved.to_dict().get(key)!r} but the settings ask for {value!r}; "
+                    "drop that setting to resume, or train into a new --out"
+                )
+        return saved
+
+    def _autocast(self):
+        """bf16 autocast when the run computes in bf16; nothing otherwise."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> TrainingResult:
+        try:
+            return self._run()
+        finally:
+            distributed.stop(self.group)
+
+    def _run(self) -> TrainingResult:
+        from lanterne.training.data import check_enough_tokens, prepare_corpus, sample_windows
+
+        config, group = self.config, self.group
+        resumed = self._prepare_folder()
+        tokenizer_spec = str(resumed["folder"] / "tokenizer.json") if resumed else config.tokenizer
+        if not config.data:
+            raise InputFileError("no training data: pass --data FILE (a text file, a folder of .txt files or a .jsonl file)")
+        corpus = None
+        for turn in ("main", "others"):  # rank 0 tokenizes and caches first; the others then reuse its cache
+            if (turn == "main") == group.is_main:
+                corpus = prepare_corpus(
+                    config.data, tokenizer_spec, text_field=config.text_field,
+                    validation_fraction=config.validation_fraction, show_progress=config.progress and group.is_main,
+                )
+            distributed.barrier(group)
+        model_config = self._model_config(corpus.tokenizer.vocab_size, resumed)
+        check_enough_tokens(corpus, model_config.context_length, config.batch_size)
+
+        torch.manual_seed(config.seed)
+        model = GPT(model_config).to(self.device)
+        optimizer = make_optimizer(
+            model, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+            betas=(config.beta1, config.beta2), device=self.device,
+        )
+        data_generator = torch.Generator().manual_seed(config.seed)
+        start_step, best_loss, best_step = 0, None, None
+        if resumed:
+            from lanterne.checkpoints import load_state, read_safetensors
+
+            load_state(model, read_safetensors(resumed["folder"] / "model.safetensors"), str(resumed["folder"]))
+            state = resumed["state"]
+            optimizer.load_state_dict(state["optimizer"])
+            data_generator.set_state(state["data_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+            progress_saved = resumed["progress"]
+            start_step, best_loss, best_step = progress_saved["step"], progress_saved.get("best_validation_loss"), progress_saved.get("best_step")
+
+        engine = model
+        if group.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            engine = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.compile:
+            engine = torch.compile(engine)
+
+        metrics = MetricsLog(self.run_folder, start_step if resumed else None) if group.is_main else None
+        display = ProgressDisplay(config.max_steps, start_step, config.log_interval, enabled=config.progress and group.is_main)
+        peak_flops = matmul_peak_flops(self.device, self.dtype) if group.is_main else None
+        decay_steps = config.decay_steps or config.max_steps
+        checkpoint_interval = config.checkpoint_interval or config.eval_interval
+        tokens_per_step = config.batch_size * config.gradient_accumulation * model_config.context_length
+        per_rank = config.batch_size // group.world_size
+        rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
+        if resumed:
+            display.note(f"resuming {self.run_folder} at step {start_step}")
+        last_validation = None
+        step = start_step
+        window_started, window_steps = time.perf_counter(), 0
+        model.train()
+        while step < config.max_steps:
+            learning_rate = learning_rate_at(
+                step, peak=config.learning_rate, minimum=config.min_learning_rate, warmup_steps=config.warmup_steps, decay_steps=decay_steps
+            )
+            for group_settings in optimizer.param_groups:
+                group_settings["lr"] = learning_rate
+            step_loss = torch.zeros((), device=self.device)
+            for micro in range(config.gradient_accumulation):
+                inputs, targets = sample_windows(corpus.train, config.batch_size, model_config.context_length, data_generator)
+                inputs, targets = inputs[rows].to(self.device), targets[rows].to(self.device)
+                last_micro = micro == config.gradient_accumulation - 1
+                # Between micro-steps DDP need not average gradients: only the last backward syncs.
+                with engine.no_sync() if group.distributed and not last_micro else contextlib.nullcontext():
+                    with self._autocast():
+                        loss = engine(inputs, targets).loss / config.gradient_accumulation
+                    loss.backward()
+                step_loss += loss.detach()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window_steps += 1
+            step_loss = float(distributed.mean_over_processes(step_loss, group))
+            if not math.isfinite(step_loss):
+                raise ConfigError(f"the loss became {step_loss} at step {step}; lower learning_rate or enable grad_clip")
+            if group.is_main:
+                synchronize(self.device)
+                elapsed = time.perf_counter() - window_started
+                tokens_per_second = tokens_per_step * window_steps / elapsed if elapsed > 0 else 0.0
+                mfu = model.estimate_mfu(tokens_per_second, peak_flops) if peak_flops else None
+                metrics.write({"kind": "train", "step": step, "loss": step_loss, "learning_rate": learning_rate,
+                               "tokens_per_second": tokens_per_second, "mfu": mfu})
+                display.update(step, step_loss, tokens_per_second, mfu)
+            if step % config.log_interval == 0:
+                window_started, window_steps = time.perf_counter(), 0
+            if step % config.eval_interval == 0 or step == config.max_steps:
+                last_validation = self._evaluate(engine, model, corpus, model_config, step, metrics, display)
+                if best_loss is None or last_validation < best_loss:
+                    best_loss, best_step = last_validation, step
+                window_started, window_steps = time.perf_counter(), 0
+            if step % checkpoint_interval == 0 or step == config.max_steps:
+                if group.is_main:
+                    state = {"optimizer": optimizer.state_dict(), "data_generator": data_generator.get_state(), "torch_rng": torch.get_rng_state()}
+                    if self.device.type == "cuda":
+                        state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+                    progress = {"step": step, "best_validation_loss": best_loss, "best_step": best_step,
+                                "training_config": asdict(config), "model_config": model_config.to_dict()}
+                    checkpointing.save_checkpoint(
+                        self.run_folder, step, model, corpus.tokenizer, state, progress, keep=config.keep_checkpoints, best_step=best_step
+                    )
+                distributed.barrier(group)
+                window_started, window_steps = time.perf_counter(), 0
+        display.close()
+        records = metrics.records() if metrics else []
+        speeds = [r["tokens_per_second"] for r in records if r.get("kind") == "train" and r["step"] > start_step]
+        return TrainingResult(self.run_folder, step, last_validation, best_loss, sum(speeds) / len(speeds) if speeds else 0.0)
+
+    @torch.no_grad()
+    def _evaluate(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> float:
+        """Validation loss (nats/token), perplexity and bits per byte on fixed batches; a short sample."""
+        from lanterne.generation import generate_ids
+        from lanterne.sampling import SamplingSettings
+        from lanterne.training.data import sample_windows
+
+        config, group = self.config, self.group
+        model.eval()
+        per_rank = config.batch_size // group.world_size
+        rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
+        losses = {}
+        for split, tokens in (("train", corpus.train), ("validation", corpus.validation)):
+            generator = torch.Generator().manual_seed(config.seed + 1)  # the same batches at every evaluation
+            total = torch.zeros((), device=self.device)
+            for _ in range(config.eval_batches):
+                inputs, targets = sample_windows(tokens, config.batch_size, model_config.context_length, generator)
+                with self._autocast():
+                    total += engine(inputs[rows].to(self.device), targets[rows].to(self.device)).loss.float()
+            losses[split] = float(distributed.mean_over_processes(total / config.eval_batches, group))
+        validation = losses["validation"]
+        if group.is_main:
+            bits_per_byte = validation / math.log(2) / corpus.validation_bytes_per_token
+            prompt = [int(t) for t in corpus.validation[: min(8, model_config.context_length // 2)]]
+            new_ids = [s[0] for s in generate_ids(model, [prompt], config.sample_tokens, SamplingSettings(temperature=0.8, top_k=200), seed=step)]
+            sample = corpus.tokenizer.decode(prompt + new_ids)
+            record = {"kind": "eval", "step": step, "train_loss": losses["train"], "validation_loss": validation,
+                      "perplexity": math.exp(min(validation, 50)), "bits_per_byte": bits_per_byte, "sample": sample}
+            metrics.write(record)
+            display.note(
+                f"step {step}: validation loss {validation:.4f} (train {losses['train']:.4f}), perplexity {record['perplexity']:.2f}, "
+                f"{bits_per_byte:.3f} bits/byte\n  sample: {sample[:160]!r}"
+            )
+            plot_loss_curve(metrics.records(), self.run_folder / PLOT_FILE, f"Training {Path(config.data).name}")
+        model.train()
+        return validation
+
+
+def train(config: TrainingConfig) -> TrainingResult:
+    """Run a training job (see TrainingConfig); the notebook twin of `lanterne train`."""
+    return Trainer(config).run()
+
+
+def load_settings_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: training fields at the top level, model fields under [model]."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML ({error})") from None
+    return data
+
+
+def settings_from(pairs: list[str], base: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, model settings) from a settings file's dict and KEY=VALUE strings (values read as JSON when they parse)."""
+    training = {key: value for key, value in (base or {}).items() if key != "model"}
+    model = dict((base or {}).get("model", {}))
+    model_fields = {f.name for f in fields(GPTConfig)}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, not {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if key in model_fields:
+            model[key] = value
+        elif key in TrainingConfig.field_names() - {"model"}:
+            training[key] = value
+        else:
+            raise ConfigError(
+                f"unknown setting {key!r}; training: {', '.join(sorted(TrainingConfig.field_names() - {'model'}))}; "
+                f"model: {', '.join(sorted(model_fields))}"
+            )
+    unknown = set(training) - TrainingConfig.field_names()
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))} in the settings file")
+    return training, model
