@@ -62,8 +62,9 @@ def synchronize(device: torch.device) -> None:
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 0.3) -> float:
     """Measured FLOP/s of large square matrix products: the practical peak MFU is quoted against."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(0)  # never the global one: training's dropout draws from it
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     a @ b
     synchronize(device)
     count, start = 0, time.perf_counter()

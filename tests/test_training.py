@@ -1,0 +1,238 @@
+"""Training: exact resume, clear refusals, checkpoints loadable by lanterne.load, DDP equal to one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import lanterne
+from lanterne.errors import CheckpointError, ConfigError, InputFileError, LanterneError
+from lanterne.training.checkpointing import checkpoint_folders
+from lanterne.training.schedule import learning_rate_at
+from lanterne.training.trainer import TrainingConfig, settings_from, train
+
+from conftest import shared_text
+
+TEXT = "".join(f"Ligne {i}: le chat {i % 13} dort sur le tapis numéro {i % 7}. The cat sleeps.\n" for i in range(400))
+SMALL_MODEL = {"context_length": 32, "d_model": 32, "n_heads": 2, "n_layers": 2}
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def settings(corpus: Path, out: Path, **overrides) -> TrainingConfig:
+    values = dict(
+        data=str(corpus), out=str(out), model=dict(SMALL_MODEL), batch_size=4, max_steps=20, warmup_steps=3,
+        eval_interval=10, eval_batches=2, sample_tokens=8, log_interval=5, progress=False, seed=7,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def test_a_short_run_learns_and_leaves_a_loadable_model(corpus, tmp_path):
+    result = train(settings(corpus, tmp_path / "run", max_steps=40, learning_rate=3e-3))
+    history = losses(tmp_path / "run")
+    assert sorted(history) == list(range(1, 41))
+    assert history[40] < history[1] - 0.5, "the loss goes down"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluation = [r for r in records if r["kind"] == "eval"][-1]
+    assert evaluation["perplexity"] == pytest.approx(2.718281828 ** evaluation["validation_loss"], rel=1e-6)
+    assert 0 < evaluation["bits_per_byte"] < 8 and isinstance(evaluation["sample"], str)
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    model, tokenizer = lanterne.load(tmp_path / "run")
+    assert model.config.d_model == 32 and tokenizer.decode(tokenizer.encode("le chat")) == "le chat"
+    assert result.final_validation_loss == pytest.approx(evaluation["validation_loss"])
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    """Stopped at step 12 and resumed: the same losses, step by step, as a run never stopped (dropout on)."""
+    common = dict(max_steps=24, decay_steps=24, checkpoint_interval=4, model={**SMALL_MODEL, "dropout": 0.1})
+    train(settings(corpus, tmp_path / "whole", **common))
+    train(settings(corpus, tmp_path / "parts", **{**common, "max_steps": 12}))
+    train(settings(corpus, tmp_path / "parts", **{**common, "resume": True}))
+    assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
+    whole, _ = lanterne.load(tmp_path / "whole")
+    parts, _ = lanterne.load(tmp_path / "parts")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), parts.state_dict().values()))
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(corpus, tmp_path):
+    train(settings(corpus, tmp_path / "run", max_steps=30, checkpoint_interval=5, eval_interval=5, keep_checkpoints=2))
+    steps = [step for step, _ in checkpoint_folders(tmp_path / "run")]
+    latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert steps[-2:] == [25, 30] and len(steps) <= 3
+    assert latest["folder"] == "step-0000030" and latest["best"] in {f"step-{s:07d}" for s in steps}
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(corpus, tmp_path):
+    """Two micro-batches of 4 give the gradient of one batch of 8 (same windows, dropout off)."""
+    first = train(settings(corpus, tmp_path / "a", max_steps=3, batch_size=4, gradient_accumulation=2, eval_interval=100))
+    assert first.steps == 3
+    assert set(losses(tmp_path / "a")) == {1, 2, 3}
+
+
+def test_learning_rate_schedule():
+    lr = lambda step: learning_rate_at(step, peak=1.0, minimum=0.1, warmup_steps=10, decay_steps=110)
+    assert lr(0) < lr(5) < lr(9) < 1.0
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.55)
+    assert lr(110) == lr(500) == 0.1
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+def test_an_existing_run_is_never_overwritten_silently(corpus, tmp_path):
+    train(settings(corpus, tmp_path / "run", max_steps=5, eval_interval=5))
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(InputFileError, match="--resume .* or --overwrite"):
+        train(settings(corpus, tmp_path / "run", max_steps=5))
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    train(settings(corpus, tmp_path / "run", max_steps=3, eval_interval=3, overwrite=True))
+    assert max(losses(tmp_path / "run")) == 3
+
+
+def test_resume_with_another_shape_is_refused(corpus, tmp_path):
+    train(settings(corpus, tmp_path / "run", max_steps=5, eval_interval=5))
+    with pytest.raises(CheckpointError, match="d_model=32 but the settings ask for 64"):
+        train(settings(corpus, tmp_path / "run", max_steps=10, resume=True, model={**SMALL_MODEL, "d_model": 64}))
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(settings(corpus, tmp_path / "empty", resume=True))
+
+
+@pytest.mark.parametrize(
+    "content, options, message",
+    [
+        (b"", {}, "empty"),
+        (b"\x00\x01\x02binary" * 100, {}, "binary"),
+        ("l'été".encode("latin-1") * 50, {}, "UTF-8"),
+        ("un texte bien trop court".encode(), {}, "need at least"),
+        (TEXT.encode(), {"validation_fraction": 0.001}, "validation"),
+    ],
+)
+def test_bad_corpora_are_clear_errors(tmp_path, content, options, message):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    with pytest.raises(LanterneError, match=message):
+        train(settings(path, tmp_path / "run", **options))
+
+
+def test_an_unwritable_output_is_refused(corpus, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputFileError, match="choose another --out"):
+        train(settings(corpus, blocker / "run"))
+
+
+def test_settings_parse_values_and_refuse_unknown_keys():
+    training, model = settings_from(["learning_rate=3e-4", "d_model=256", "dropout=0.1", "data=x.txt"], {"max_steps": 5, "model": {"n_layers": 2}})
+    assert training == {"max_steps": 5, "learning_rate": 3e-4, "data": "x.txt"}
+    assert model == {"n_layers": 2, "d_model": 256, "dropout": 0.1}
+    with pytest.raises(ConfigError, match="unknown setting 'lerning_rate'"):
+        settings_from(["lerning_rate=1"])
+
+
+def test_cli_train_json_summary(corpus, tmp_path, capsys):
+    from lanterne.cli import main
+
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "4", "--json"]
+    sets = ["context_length=32", "d_model=32", "n_heads=2", "n_layers=2", "batch_size=4", "eval_interval=4", "eval_batches=1", "sample_tokens=4"]
+    assert main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 4 and summary["final_validation_loss"] > 0
+    assert main(argv) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+# -- processes --------------------------------------------------------------------------------------
+
+
+def _train_command(corpus: Path, out: Path, *extra: str) -> list[str]:
+    sets = {**{k: str(v) for k, v in SMALL_MODEL.items()}, "batch_size": "4", "eval_interval": "10", "eval_batches": "2",
+            "sample_tokens": "4", "warmup_steps": "2", "seed": "3", "log_interval": "100"}
+    command = ["train", "--data", str(corpus), "--out", str(out), "--json"]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={value}"]
+    return command + list(extra)
+
+
+@pytest.mark.slow
+def test_two_processes_with_gloo_equal_one_process(corpus, tmp_path):
+    """DDP over 2 CPU processes (each reading half of every batch) gives the single-process losses."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "one", "--max-steps", "10")
+    double = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lanterne.cli"]
+    double += _train_command(corpus, tmp_path / "two", "--max-steps", "10")
+    for command in (single, double):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == list(range(1, 11))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_it_always_resumes_and_finishes(corpus, tmp_path):
+    """SIGKILL ten times (checkpoints written at every step, so many kills land mid-write); then finish."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 60
+    base = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "run", "--max-steps", str(steps), "--set", "checkpoint_interval=1")
+    chooser = random.Random(0)
+    kills = 0
+    while kills < 10:
+        resume = ["--resume"] if checkpoint_folders(tmp_path / "run") else (["--overwrite"] if (tmp_path / "run").exists() else [])
+        process = subprocess.Popen(base + resume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(chooser.uniform(2.0, 5.0))  # torch starts in ~2 s; then steps and checkpoint writes
+        if process.poll() is not None:
+            _, err = process.communicate()
+            assert process.returncode == 0, err.decode()[-2000:]
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        if checkpoint_folders(tmp_path / "run"):
+            model, _ = lanterne.load(tmp_path / "run")  # the newest checkpoint is always whole
+            assert model.config.d_model == 32
+    done = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert checkpoint_folders(tmp_path / "run")[-1][0] == steps
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp")), "no half-written checkpoint left"
+    assert kills >= 5
+    # Exact resume: the same losses as a run that was never interrupted.
+    uninterrupted = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "whole", "--max-steps", str(steps), "--set", "checkpoint_interval=20")
+    assert subprocess.run(uninterrupted, capture_output=True, env=env, timeout=300).returncode == 0
+    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_nanogpt_shakespeare_char_settings_reach_1_88(tmp_path):
+    """nanoGPT's CPU recipe (4 layers, 4 heads, 128 dims, context 64, batch 12, 2,000 steps): validation loss <= 1.88."""
+    text = shared_text("tinyshakespeare.txt")
+    (tmp_path / "shakespeare.txt").write_text(text, encoding="utf-8")
+    result = train(
+        TrainingConfig(
+            data=str(tmp_path / "shakespeare.txt"), out=str(tmp_path / "run"), preset="tiny", max_steps=2000,
+            batch_size=12, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100, eval_interval=250,
+            eval_batches=20, progress=False, seed=1337,
+        )
+    )
+    assert result.final_validation_loss <= 1.88
