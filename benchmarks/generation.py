@@ -197,18 +197,19 @@ def prefill_speed(ours, length: int, repeat: int, device: torch.device) -> float
 
 @torch.inference_mode()
 def decode_cost_at(ours, position: int, steps: int, device: torch.device) -> dict:
-    """ms per decoded token with `position` tokens already in the cache, and the memory added while decoding."""
+    """ms per decoded token with `position` tokens already in the cache, and the peak memory of the
+    cache (sized for this text) plus the prefill and decode work, above what the weights already use."""
     ids = torch.randint(0, ours.config.vocab_size, (1, position + steps), device=device)
-    cache = ours.new_cache(1)
-    ours(ids[:, :position], cache=cache, last_only=True)
     with PeakMemory(device) as memory:
+        cache = ours.new_cache(1, position + steps)
+        ours(ids[:, :position], cache=cache, last_only=True)
         synchronize(device)
         start = time.perf_counter()
         for step in range(steps):
             ours(ids[:, position + step : position + step + 1], cache=cache, last_only=True, check=False)
         synchronize(device)
         seconds = time.perf_counter() - start
-    cache_bytes = cache.keys.numel() * cache.keys.element_size() * 2 * position // cache.max_length
+    cache_bytes = cache.keys.numel() * cache.keys.element_size() * 2
     return {"position": position, "ms_per_token": 1000 * seconds / steps, "kv_cache_bytes": cache_bytes, "peak_added_bytes": memory.added}
 
 
@@ -241,7 +242,7 @@ def draw(result: dict, path: str) -> None:
     decode_memory.plot(positions, [row["kv_cache_bytes"] / 2**20 for row in decode], marker="o", label="KV cache (computed)")
     if all(row["peak_added_bytes"] is not None for row in decode):
         decode_memory.plot(positions, [row["peak_added_bytes"] / 2**20 for row in decode], marker="x", label="peak added (measured)")
-    decode_memory.set(title="Decode: memory", xlabel="tokens already in context", ylabel="MiB")
+    decode_memory.set(title="Decode: KV cache and peak memory (prefill + decode)", xlabel="tokens already in context", ylabel="MiB")
     decode_memory.legend()
     lengths = [row["length"] for row in forward]
     forward_time.plot(lengths, [row["ms"] for row in forward], marker="o")

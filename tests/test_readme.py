@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def quickstart_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", quickstart, flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    first_block = re.findall(r"```(?:bash|sh)\n(.*?)```", quickstart, flags=re.S)[0]
+    return [line.strip() for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def test_readme_opens_with_a_quickstart():

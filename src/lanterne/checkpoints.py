@@ -29,8 +29,11 @@ class Pretrained(NamedTuple):
     tokenizer: object | None
 
 
-def save_model(model, folder: str | os.PathLike, tokenizer=None) -> None:
-    """Write `model` (and `tokenizer`) to `folder`, each file atomically; the folder is created if needed."""
+def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dict | None = None) -> None:
+    """Write `model` (and `tokenizer`) to `folder`, each file atomically; the folder is created if needed.
+
+    `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -40,7 +43,7 @@ def save_model(model, folder: str | os.PathLike, tokenizer=None) -> None:
         raise CheckpointError(f"cannot create the model folder {folder} ({error.strerror}); choose another") from None
     tensors = {
         name: tensor.detach().contiguous().cpu()
-        for name, tensor in model.state_dict().items()
+        for name, tensor in (state_dict if state_dict is not None else model.state_dict()).items()
         if not (model.config.tie_embeddings and name == "lm_head.weight")  # stored once, as the token embedding
     }
     with atomic_path(folder / WEIGHTS_FILE) as temporary:

@@ -8,24 +8,33 @@ third of the memory bandwidth on some machines; a compiled row-by-row dot produc
 from __future__ import annotations
 
 import functools
+import types
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-def _row_dot(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """out[i] = sum_k weight[i, k] * x[k] (+ bias[i]), accumulated in fp32."""
-    out = (weight.float() * x.float()).sum(dim=-1)  # (out_features,): fused by the compiler, never materialised
-    if bias is not None:
-        out = out + bias.float()
+def _row_dot(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """out[i] = sum_k weight[i, k] * x[k] + bias[i], accumulated in fp32."""
+    out = (weight.float() * x.float()).sum(dim=-1) + bias.float()  # (out_features,): fused, never materialised
     return out.to(x.dtype)
 
 
 @functools.cache
-def _compiled_row_dot(shape: tuple[int, int], dtype: torch.dtype, has_bias: bool):
-    """One compiled kernel per weight shape and dtype (so no kernel is ever recompiled)."""
-    return torch.compile(_row_dot, dynamic=False)
+def _compiled_row_dot(shape: tuple[int, int], dtype: torch.dtype):
+    """The kernel compiled for one weight shape and dtype (symbolic sizes run slower here).
+
+    Compiled code is cached per code object, with a limit of a few versions; a GPT has about five
+    shapes per dtype. So each shape gets its own copy of the code, holding exactly one kernel.
+    """
+    code = _row_dot.__code__.replace(co_name=f"_row_dot_{shape[0]}x{shape[1]}_{str(dtype).removeprefix('torch.')}")
+    return torch.compile(types.FunctionType(code, _row_dot.__globals__, code.co_name), dynamic=False)
+
+
+@functools.cache
+def _zeros(size: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(size, dtype=dtype)
 
 
 class DecodingLinear(nn.Linear):
@@ -34,8 +43,9 @@ class DecodingLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != x.shape[-1] or torch.is_grad_enabled() or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
-        kernel = _compiled_row_dot(tuple(self.weight.shape), self.weight.dtype, self.bias is not None)
-        out = kernel(x.reshape(-1), self.weight, self.bias)  # (out_features,)
+        bias = self.bias if self.bias is not None else _zeros(self.out_features, self.weight.dtype)
+        kernel = _compiled_row_dot(tuple(self.weight.shape), self.weight.dtype)
+        out = kernel(x.reshape(-1), self.weight, bias)  # (out_features,)
         return out.view(*x.shape[:-1], -1)
 
 

@@ -65,6 +65,7 @@ def save_checkpoint(
     *,
     keep: int,
     best_step: int | None,
+    model_state: dict | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically, point latest.json at it, and prune all but the last `keep` and the best."""
     root = Path(run_folder) / CHECKPOINTS
@@ -74,7 +75,7 @@ def save_checkpoint(
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir()
-    save_model(model, temporary, tokenizer)
+    save_model(model, temporary, tokenizer, model_state)
     torch.save(state, temporary / STATE_FILE)
     _fsync_file(temporary / STATE_FILE)
     atomic_write_text(temporary / PROGRESS_FILE, json.dumps(progress, indent=2))

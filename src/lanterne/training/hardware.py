@@ -60,18 +60,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 0.3) -> float:
-    """Measured FLOP/s of large square matrix products: the practical peak MFU is quoted against."""
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 0.3) -> float:
+    """Measured FLOP/s of square matrix products, the best over a few sizes: the practical peak MFU is quoted against."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global one: training's dropout draws from it
-    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
-    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
-    a @ b
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    best = 0.0
+    for size in sizes:
+        a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+        b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
         a @ b
-        count += 1
-        if count % 4 == 0:
+        synchronize(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / len(sizes) or count < 2:
+            a @ b
+            count += 1
             synchronize(device)
-    synchronize(device)
-    return 2 * size**3 * count / (time.perf_counter() - start)
+        best = max(best, 2 * size**3 * count / (time.perf_counter() - start))
+    return best

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class TrainingConfig:
     device: str = "auto"
     dtype: str = "auto"  # auto, float32, bfloat16 (autocast)
     compile: bool = False
+    fsdp: bool = False  # shard weights, gradients and optimizer state over the processes (FSDP2); needs torchrun
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -176,18 +178,36 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         model = GPT(model_config).to(self.device)
-        optimizer = make_optimizer(
-            model, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-            betas=(config.beta1, config.beta2), device=self.device,
-        )
         data_generator = torch.Generator().manual_seed(config.seed)
         start_step, best_loss, best_step = 0, None, None
         if resumed:
             from lanterne.checkpoints import load_state, read_safetensors
 
             load_state(model, read_safetensors(resumed["folder"] / "model.safetensors"), str(resumed["folder"]))
+        if config.fsdp:
+            if not group.distributed:
+                raise ConfigError("fsdp shards the model over several processes: start the run with torchrun --nproc_per_node=N")
+            from torch.distributed.fsdp import fully_shard
+
+            for block in model.blocks:
+                fully_shard(block)
+            fully_shard(model)
+        optimizer = make_optimizer(
+            model, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+            betas=(config.beta1, config.beta2), device=self.device,
+        )
+        if resumed:
             state = resumed["state"]
-            optimizer.load_state_dict(state["optimizer"])
+            if state.get("sharded", False) != config.fsdp:
+                raise CheckpointError(
+                    f"the checkpoint in {resumed['folder']} was saved with fsdp={state.get('sharded', False)}; resume with the same fsdp setting"
+                )
+            if config.fsdp:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+                set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             data_generator.set_state(state["data_generator"])
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
@@ -196,7 +216,7 @@ class Trainer:
             start_step, best_loss, best_step = progress_saved["step"], progress_saved.get("best_validation_loss"), progress_saved.get("best_step")
 
         engine = model
-        if group.distributed:
+        if group.distributed and not config.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             engine = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -229,9 +249,12 @@ class Trainer:
                 inputs, targets = inputs[rows].to(self.device), targets[rows].to(self.device)
                 last_micro = micro == config.gradient_accumulation - 1
                 # Between micro-steps DDP need not average gradients: only the last backward syncs.
-                with engine.no_sync() if group.distributed and not last_micro else contextlib.nullcontext():
+                if config.fsdp:
+                    model.set_requires_gradient_sync(last_micro)
+                with engine.no_sync() if group.distributed and not config.fsdp and not last_micro else contextlib.nullcontext():
                     with self._autocast():
-                        loss = engine(inputs, targets).loss / config.gradient_accumulation
+                        # The ids come from the model's own tokenizer: skip the checks (a GPU sync, a compile break).
+                        loss = engine(inputs, targets, check=False).loss / config.gradient_accumulation
                     loss.backward()
                 step_loss += loss.detach()
             if config.grad_clip > 0:
@@ -259,14 +282,17 @@ class Trainer:
                     best_loss, best_step = last_validation, step
                 window_started, window_steps = time.perf_counter(), 0
             if step % checkpoint_interval == 0 or step == config.max_steps:
+                model_state, optimizer_state = self._gather_states(model, optimizer)  # every process takes part
                 if group.is_main:
-                    state = {"optimizer": optimizer.state_dict(), "data_generator": data_generator.get_state(), "torch_rng": torch.get_rng_state()}
+                    state = {"optimizer": optimizer_state, "data_generator": data_generator.get_state(),
+                             "torch_rng": torch.get_rng_state(), "sharded": config.fsdp}
                     if self.device.type == "cuda":
                         state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
                     progress = {"step": step, "best_validation_loss": best_loss, "best_step": best_step,
                                 "training_config": asdict(config), "model_config": model_config.to_dict()}
                     checkpointing.save_checkpoint(
-                        self.run_folder, step, model, corpus.tokenizer, state, progress, keep=config.keep_checkpoints, best_step=best_step
+                        self.run_folder, step, model, corpus.tokenizer, state, progress, keep=config.keep_checkpoints,
+                        best_step=best_step, model_state=model_state,
                     )
                 distributed.barrier(group)
                 window_started, window_steps = time.perf_counter(), 0
@@ -275,10 +301,19 @@ class Trainer:
         speeds = [r["tokens_per_second"] for r in records if r.get("kind") == "train" and r["step"] > start_step]
         return TrainingResult(self.run_folder, step, last_validation, best_loss, sum(speeds) / len(speeds) if speeds else 0.0)
 
+    def _gather_states(self, model: GPT, optimizer) -> tuple[dict | None, dict]:
+        """Full (unsharded) model and optimizer states: as they are, or gathered from every process under FSDP."""
+        if not self.config.fsdp:
+            return None, optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
     @torch.no_grad()
     def _evaluate(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> float:
         """Validation loss (nats/token), perplexity and bits per byte on fixed batches; a short sample."""
-        from lanterne.generation import generate_ids
+        from lanterne.generation import ContextWarning, generate_ids
         from lanterne.sampling import SamplingSettings
         from lanterne.training.data import sample_windows
 
@@ -293,14 +328,18 @@ class Trainer:
             for _ in range(config.eval_batches):
                 inputs, targets = sample_windows(tokens, config.batch_size, model_config.context_length, generator)
                 with self._autocast():
-                    total += engine(inputs[rows].to(self.device), targets[rows].to(self.device)).loss.float()
+                    total += engine(inputs[rows].to(self.device), targets[rows].to(self.device), check=False).loss.float()
             losses[split] = float(distributed.mean_over_processes(total / config.eval_batches, group))
         validation = losses["validation"]
+        sample = None
+        if group.is_main or config.fsdp:  # a sharded model needs every process to run its forward passes
+            prompt = [int(t) for t in corpus.validation[: min(8, model_config.context_length // 2)]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ContextWarning)  # a sample longer than the context slides, as expected
+                new_ids = [s[0] for s in generate_ids(model, [prompt], config.sample_tokens, SamplingSettings(temperature=0.8, top_k=200), seed=step)]
+            sample = corpus.tokenizer.decode(prompt + new_ids)
         if group.is_main:
             bits_per_byte = validation / math.log(2) / corpus.validation_bytes_per_token
-            prompt = [int(t) for t in corpus.validation[: min(8, model_config.context_length // 2)]]
-            new_ids = [s[0] for s in generate_ids(model, [prompt], config.sample_tokens, SamplingSettings(temperature=0.8, top_k=200), seed=step)]
-            sample = corpus.tokenizer.decode(prompt + new_ids)
             record = {"kind": "eval", "step": step, "train_loss": losses["train"], "validation_loss": validation,
                       "perplexity": math.exp(min(validation, 50)), "bits_per_byte": bits_per_byte, "sample": sample}
             metrics.write(record)
