@@ -23,27 +23,35 @@ Backend = Literal["auto", "python", "tiktoken"]
 _CACHE_LIMIT = 200_000
 
 
-def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
-    """Split `piece` into vocabulary tokens by merging the lowest-ranked adjacent pair first.
+def byte_pair_encode(piece: bytes, ranks: dict[bytes, int], byte_ranks: list[int]) -> tuple[list[int], list[int]]:
+    """Merge the lowest-ranked adjacent pair of `piece` first, until no pair is a token.
 
-    Ties go to the leftmost pair, as in tiktoken. Every single byte must be in `ranks`.
+    Returns (ids, starts): the token ids, and where each token starts in `piece` (plus its length).
+    Ties go to the leftmost pair, as in tiktoken. `byte_ranks[b]` is the id of the single byte b.
     """
     missing = 1 << 62  # larger than any rank: "this pair is not a token"
     rank_of = ranks.get
-    # Part k is piece[starts[k]:starts[k + 1]]; pair_ranks[k] is the rank of parts k and k+1 joined.
+    # Part k is piece[starts[k]:starts[k + 1]] with id ids[k]; pair_ranks[k] is the rank of parts k and k+1 joined.
     starts = list(range(len(piece) + 1))
+    ids = [byte_ranks[byte] for byte in piece]
     pair_ranks = [rank_of(piece[i : i + 2], missing) for i in range(len(piece) - 1)]
     while pair_ranks:
         best = min(pair_ranks)
         if best == missing:
             break
         i = pair_ranks.index(best)  # leftmost of the lowest rank
-        del starts[i + 1]
-        del pair_ranks[i]
+        ids[i] = best  # the joined part is the token of that rank
+        del ids[i + 1], starts[i + 1], pair_ranks[i]
         if i > 0:
             pair_ranks[i - 1] = rank_of(piece[starts[i - 1] : starts[i + 1]], missing)
         if i < len(pair_ranks):
             pair_ranks[i] = rank_of(piece[starts[i] : starts[i + 2]], missing)
+    return ids, starts
+
+
+def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
+    """The tokens of `piece` as bytes (see `byte_pair_encode`). Every single byte must be in `ranks`."""
+    _, starts = byte_pair_encode(piece, ranks, [ranks[bytes([b])] for b in range(256)])
     return [piece[start:end] for start, end in zip(starts, starts[1:])]
 
 
@@ -116,6 +124,7 @@ class ByteLevelBPE(Tokenizer):
             self.decoder[token_id] = text.encode("utf-8")
         self._size = max(self.decoder) + 1
         self._regex = regex.compile(self.pattern)
+        self._byte_ranks = [self.ranks[bytes([b])] for b in range(256)]
         self._cache: dict[str, tuple[int, ...]] = {}
         if backend not in ("auto", "python", "tiktoken"):
             raise TokenizerError(f"unknown BPE backend {backend!r}; use 'auto', 'python' or 'tiktoken'")
@@ -197,8 +206,7 @@ class ByteLevelBPE(Tokenizer):
         rank = self.ranks.get(data)
         if rank is not None:
             return (rank,)
-        ranks = self.ranks
-        return tuple([ranks[part] for part in byte_pair_merge(data, ranks)])
+        return tuple(byte_pair_encode(data, self.ranks, self._byte_ranks)[0])
 
     def encode(
         self,
