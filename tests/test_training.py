@@ -198,16 +198,27 @@ def test_two_processes_with_gloo_equal_one_process(corpus, tmp_path, sharding):
 
 @pytest.mark.slow
 def test_killed_at_random_moments_it_always_resumes_and_finishes(corpus, tmp_path):
-    """SIGKILL ten times (checkpoints written at every step, so many kills land mid-write); then finish."""
+    """SIGKILL ten times while training (a checkpoint at every step, so kills land mid-write too); then finish."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    steps = 60
-    base = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "run", "--max-steps", str(steps), "--set", "checkpoint_interval=1")
+    steps = 300
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, run, "--max-steps", str(steps), "--set", "checkpoint_interval=1")
+
+    def restart() -> list[str]:
+        return base + (["--resume"] if checkpoint_folders(run) else ["--overwrite"] if run.exists() else [])
+
+    def metrics_size() -> int:
+        return (run / "metrics.jsonl").stat().st_size if (run / "metrics.jsonl").exists() else 0
+
     chooser = random.Random(0)
     kills = 0
     while kills < 10:
-        resume = ["--resume"] if checkpoint_folders(tmp_path / "run") else (["--overwrite"] if (tmp_path / "run").exists() else [])
-        process = subprocess.Popen(base + resume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        time.sleep(chooser.uniform(2.0, 5.0))  # torch starts in ~2 s; then steps and checkpoint writes
+        before = metrics_size()
+        process = subprocess.Popen(restart(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and metrics_size() <= before and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait for this process to start training (torch takes seconds to start)
+        time.sleep(chooser.uniform(0.05, 0.8))  # then a random moment: a step, an evaluation or a checkpoint write
         if process.poll() is not None:
             _, err = process.communicate()
             assert process.returncode == 0, err.decode()[-2000:]
@@ -215,18 +226,18 @@ def test_killed_at_random_moments_it_always_resumes_and_finishes(corpus, tmp_pat
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        if checkpoint_folders(tmp_path / "run"):
-            model, _ = lanterne.load(tmp_path / "run")  # the newest checkpoint is always whole
+        if checkpoint_folders(run):
+            model, _ = lanterne.load(run)  # the newest checkpoint is always whole
             assert model.config.d_model == 32
-    done = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(restart(), capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert checkpoint_folders(tmp_path / "run")[-1][0] == steps
-    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp")), "no half-written checkpoint left"
     assert kills >= 5
+    assert checkpoint_folders(run)[-1][0] == steps
+    assert not list((run / "checkpoints").glob(".*.tmp")), "no half-written checkpoint left"
     # Exact resume: the same losses as a run that was never interrupted.
-    uninterrupted = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "whole", "--max-steps", str(steps), "--set", "checkpoint_interval=20")
-    assert subprocess.run(uninterrupted, capture_output=True, env=env, timeout=300).returncode == 0
-    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
+    uninterrupted = [sys.executable, "-m", "lanterne.cli"] + _train_command(corpus, tmp_path / "whole", "--max-steps", str(steps), "--set", "checkpoint_interval=50")
+    assert subprocess.run(uninterrupted, capture_output=True, env=env, timeout=600).returncode == 0
+    assert losses(run) == losses(tmp_path / "whole")
 
 
 @pytest.mark.slow
