@@ -51,3 +51,7 @@ class GenerationError(LanterneError):
 
 class TrainingDataError(InputFileError):
     """Training data that cannot be used (bad JSONL line, too few tokens, bad split settings, ...)."""
+
+
+class HardwareError(LanterneError):
+    """A device or number format this machine does not have (CUDA asked on a CPU machine, bf16 without support)."""

@@ -10,11 +10,7 @@ import time
 
 import torch
 
-from lanterne.errors import LanterneError
-
-
-class HardwareError(LanterneError):
-    """A device or number format this machine does not have."""
+from lanterne.errors import HardwareError
 
 
 def pick_device(name: str = "auto") -> torch.device:
