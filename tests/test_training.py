@@ -167,7 +167,8 @@ def test_cli_train_json_summary(corpus, tmp_path, capsys):
 
 def _train_command(corpus: Path, out: Path, *extra: str) -> list[str]:
     sets = {**{k: str(v) for k, v in SMALL_MODEL.items()}, "batch_size": "4", "eval_interval": "10", "eval_batches": "2",
-            "sample_tokens": "4", "warmup_steps": "2", "seed": "3", "log_interval": "100"}
+            "sample_tokens": "4", "warmup_steps": "2", "seed": "3", "log_interval": "100",
+            "dtype": "float32"}  # fp32: a process group splits each batch, and bf16 rounding would differ by more than 1e-4
     command = ["train", "--data", str(corpus), "--out", str(out), "--json"]
     for key, value in sets.items():
         command += ["--set", f"{key}={value}"]
@@ -257,3 +258,21 @@ def test_nanogpt_shakespeare_char_settings_match_nanogpt(tmp_path):
         )
     )
     assert result.final_validation_loss <= 1.93
+
+
+def test_number_format_follows_the_hardware(monkeypatch):
+    from lanterne.errors import HardwareError
+    from lanterne.training import hardware
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    assert hardware.pick_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    assert hardware.pick_dtype("auto", cpu) == torch.float32
+    with pytest.raises(HardwareError, match="no native bf16"):
+        hardware.pick_dtype("bfloat16", cpu)
+    with pytest.raises(HardwareError, match="unknown dtype"):
+        hardware.pick_dtype("float8", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(HardwareError, match="no CUDA GPU"):
+            hardware.pick_device("cuda")

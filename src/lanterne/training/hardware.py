@@ -35,9 +35,12 @@ def cpu_has_bf16() -> bool:
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 on a GPU that supports it, fp32 on the CPU; or 'float32' / 'bfloat16' as asked."""
+    """'auto': bf16 where the hardware computes it natively (a recent GPU, a CPU with AVX512-BF16 or AMX), else fp32;
+    or 'float32' / 'bfloat16' as asked. bf16 here means autocast: weights and optimizer stay fp32."""
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_bf16():
             return torch.bfloat16
         return torch.float32
     if name in ("float32", "fp32"):
