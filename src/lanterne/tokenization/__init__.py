@@ -6,12 +6,11 @@ HuggingFace model ('hf:bert-base-uncased'), or a file. `train(kind, text, ...)` 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from lanterne.errors import TokenizerError, UnknownTokenizerError, VocabularyFileError
-from lanterne.tokenization.base import Token, Tokenizer, read_lanterne_file
+from lanterne.tokenization.base import Token, Tokenizer, check_lanterne_document, read_json_document
 from lanterne.tokenization.bpe import Backend, ByteLevelBPE
 from lanterne.tokenization.bpe_training import train_bpe
 from lanterne.tokenization.char import CharTokenizer
@@ -78,15 +77,12 @@ def load_file(path: Path, *, pattern: str | None = None, backend: Backend = "aut
         head = stream.read(64).lstrip()
     if not head.startswith(b"{"):
         return load_tiktoken_path(path, pattern, backend=backend)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise VocabularyFileError(f"tokenizer file is corrupt or truncated: {path} ({error}); train or download it again") from None
+    document = read_json_document(path)  # parsed once, whichever format it turns out to be
     if isinstance(document, dict) and "model" in document and "format" not in document:
         from lanterne.tokenization.huggingface import load_tokenizer_json
 
-        return load_tokenizer_json(path, backend=backend)
-    document = read_lanterne_file(path)
+        return load_tokenizer_json(path, backend=backend, document=document)
+    document = check_lanterne_document(document, path)
     kind_class = _kind_classes().get(document.get("kind"))
     if kind_class is None:
         raise VocabularyFileError(f"{path}: unknown tokenizer kind {document.get('kind')!r}")

@@ -91,15 +91,24 @@ class Tokenizer(ABC):
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
 
 
-def read_lanterne_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a Lanterne tokenizer JSON file, or raise VocabularyFileError saying why not."""
+def read_json_document(path: str | os.PathLike) -> Any:
+    """The parsed JSON of a tokenizer file, or VocabularyFileError if it is corrupt or truncated."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise VocabularyFileError(
             f"tokenizer file is corrupt or truncated: {path} ({error}); train or download it again"
         ) from None
+
+
+def read_lanterne_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a Lanterne tokenizer JSON file, or raise VocabularyFileError saying why not."""
+    return check_lanterne_document(read_json_document(path), path)
+
+
+def check_lanterne_document(document: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """`document` (parsed JSON) if it is a Lanterne tokenizer file of a version this Lanterne reads."""
     if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:
         raise VocabularyFileError(f"not a Lanterne tokenizer file: {path} (expected \"format\": \"{FILE_FORMAT}\")")
     if document.get("version") != FILE_VERSION:

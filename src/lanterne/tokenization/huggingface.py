@@ -25,15 +25,19 @@ _NORMALIZER_STEPS = {"NFD": ["nfd"], "Lowercase": ["lowercase"], "StripAccents":
 _PRE_TOKENIZERS = {"BertPreTokenizer": "bert", "Whitespace": "whitespace", "WhitespaceSplit": "whitespace_split"}
 
 
-def load_tokenizer_json(path: str | os.PathLike, backend: Backend = "auto", *, name: str | None = None) -> Tokenizer:
+def load_tokenizer_json(
+    path: str | os.PathLike, backend: Backend = "auto", *, name: str | None = None, document: dict[str, Any] | None = None
+) -> Tokenizer:
     """A WordPieceTokenizer (BERT) or ByteLevelBPE (GPT-2 style) from a HuggingFace tokenizer.json.
 
     `backend` applies to byte-level BPE ('python', 'tiktoken' or 'auto'). Special tokens keep
     their ids; a BPE then treats them as tiktoken does (text spelling one must be allowed).
     Post-processors are not applied: ids never gain a BOS/[CLS] unless asked for.
+    `document`: the file's JSON when the caller has parsed it already.
     """
     path = Path(path)
-    document = _read_json(path)
+    if document is None:
+        document = _read_json(path)
     model = document.get("model")
     if not isinstance(model, dict):
         raise VocabularyFileError(f"{path} has no \"model\" section; it is not a HuggingFace tokenizer.json")

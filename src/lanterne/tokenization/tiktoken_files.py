@@ -115,8 +115,8 @@ def _verified(data: bytes, vocabulary: NamedVocabulary) -> bool:
     return hashlib.sha256(data).hexdigest() == vocabulary.sha256
 
 
-def find_local_copy(name: str) -> Path | None:
-    """A local, checksum-verified copy of a named vocabulary (cache or installed package), or None."""
+def _local_copy(name: str) -> tuple[Path, bytes] | None:
+    """The first local, checksum-verified copy of a named vocabulary (cache, then installed packages): (path, content)."""
     vocabulary = NAMED_VOCABULARIES[canonical_name(name) or name]
     candidates = [cache_folder() / vocabulary.file_name]
     for package, template in _PACKAGED_COPIES:
@@ -127,11 +127,18 @@ def find_local_copy(name: str) -> Path | None:
     for candidate in candidates:
         if candidate.is_file():
             try:
-                if _verified(read_vocabulary_bytes(candidate), vocabulary):
-                    return candidate
+                data = read_vocabulary_bytes(candidate)
             except (VocabularyFileError, InputFileError):
                 continue
+            if _verified(data, vocabulary):
+                return candidate, data
     return None
+
+
+def find_local_copy(name: str) -> Path | None:
+    """A local, checksum-verified copy of a named vocabulary (cache or installed package), or None."""
+    found = _local_copy(name)
+    return found[0] if found else None
 
 
 def download_vocabulary(vocabulary: NamedVocabulary, url: str | None = None, timeout: float = 30.0) -> Path:
@@ -164,12 +171,14 @@ def load_named(name: str, *, backend: Backend = "auto", download: bool = True) -
     if canonical is None:
         raise KeyError(name)
     vocabulary = NAMED_VOCABULARIES[canonical]
-    path = find_local_copy(canonical)
-    if path is None:
+    found = _local_copy(canonical)
+    if found is None:
         if not download:
             raise DownloadError(f"{canonical} is not in {cache_folder()}; run once online or pass the file's path")
         path = download_vocabulary(vocabulary)
-    ranks = read_tiktoken_file(path)
+        found = path, read_vocabulary_bytes(path)
+    path, data = found
+    ranks = ranks_from_base64_lines(data.splitlines(), str(path))  # the bytes just verified, not read again
     return ByteLevelBPE(ranks, vocabulary.pattern, vocabulary.special_tokens, name=canonical, backend=backend)
 
 
