@@ -82,6 +82,20 @@ def test_checkpoints_keep_the_last_k_and_the_best(corpus, tmp_path):
     assert latest["folder"] == "step-0000030" and latest["best"] in {f"step-{s:07d}" for s in steps}
 
 
+def test_resume_removes_what_a_killed_write_left_behind(corpus, tmp_path):
+    """A kill mid-write leaves `.NAME.*.tmp` files and folders; the next run deletes them and keeps the real files."""
+    run = tmp_path / "run"
+    train(settings(corpus, run, max_steps=5, eval_interval=5, checkpoint_interval=5))
+    leftovers = [run / "checkpoints" / ".latest.json.k1ll3d.tmp", run / ".metrics.jsonl.k1ll3d.tmp", run / ".loss.png.k1ll3d.tmp"]
+    for path in leftovers:
+        path.write_text("half")
+    (run / "checkpoints" / ".step-0000006.999.tmp").mkdir()
+    (run / "checkpoints" / ".step-0000006.999.tmp" / "model.safetensors").write_bytes(b"half")
+    train(settings(corpus, run, max_steps=10, eval_interval=5, checkpoint_interval=5, resume=True))
+    assert not list(run.glob(".*.tmp")) and not list((run / "checkpoints").glob(".*.tmp"))
+    assert [step for step, _ in checkpoint_folders(run)][-1] == 10 and sorted(losses(run)) == list(range(1, 11))
+
+
 def test_gradient_accumulation_equals_a_bigger_batch(corpus, tmp_path):
     """Two micro-batches of 4 give the gradient of one batch of 8 (same windows, dropout off)."""
     first = train(settings(corpus, tmp_path / "a", max_steps=3, batch_size=4, gradient_accumulation=2, eval_interval=100))

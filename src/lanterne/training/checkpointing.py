@@ -97,8 +97,20 @@ def _prune(root: Path, keep: int, best_step: int | None) -> None:
     for step, folder in complete:
         if step not in protected:
             shutil.rmtree(folder, ignore_errors=True)
-    for leftover in root.glob(".step-*.tmp"):  # from a run killed while writing
-        shutil.rmtree(leftover, ignore_errors=True)
+    remove_leftovers(root.parent)
+
+
+def remove_leftovers(run_folder: Path) -> None:
+    """Delete the temporaries (`.NAME.*.tmp`) a run killed mid-write left in the run and checkpoints folders.
+
+    Only one process writes a run, and it calls this between writes, so every temporary found is dead.
+    """
+    for folder in (Path(run_folder), Path(run_folder) / CHECKPOINTS):
+        for leftover in folder.glob(".*.tmp"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def load_latest(run_folder: Path) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:

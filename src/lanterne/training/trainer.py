@@ -112,6 +112,8 @@ class Trainer:
             latest = checkpointing.load_latest(folder)
             if latest is None:
                 raise CheckpointError(f"nothing to resume in {folder}: it has no checkpoint; drop --resume to start a new run")
+            if self.group.is_main:
+                checkpointing.remove_leftovers(folder)
             return {"folder": latest[0], "progress": latest[1], "state": latest[2]}
         if has_run and not self.config.overwrite:
             raise InputFileError(f"{folder} already holds files; pass --resume to continue that run or --overwrite to replace it")
@@ -120,6 +122,7 @@ class Trainer:
                 for name in (checkpointing.CHECKPOINTS, "metrics.jsonl", PLOT_FILE):
                     target = folder / name
                     shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                checkpointing.remove_leftovers(folder)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 probe = folder / ".write-test"
