@@ -88,3 +88,17 @@ def test_step_by_step_rows_sum_to_one_in_bfloat16():
     q, k, v = (torch.randn(1, 2, 7, 8, dtype=torch.bfloat16) for _ in range(3))
     _, details = attention_step_by_step(q, k, v, None)
     assert torch.allclose(details.weights.float().sum(-1), torch.ones(1, 2, 7), atol=1e-2)
+
+
+def test_cpu_bf16_autocast_attends_short_sequences_in_fp32(attention, monkeypatch):
+    """Under CPU bf16 autocast the products stay bf16 but the softmax(QKᵀ)V of a short sequence is fp32 (it is faster)."""
+    x = torch.randn(2, 9, CONFIG.d_model, requires_grad=True)
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda q, *a, **k: seen.append(q.dtype) or real(q, *a, **k))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = attention(x)
+    mixed.float().sum().backward()  # the backward runs through the fp32 attention too
+    assert seen == [torch.float32] and mixed.dtype == torch.bfloat16 and x.grad is not None
+    reference, _ = attention(x)
+    assert torch.allclose(mixed.float(), reference, atol=3e-2)
