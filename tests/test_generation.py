@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from lanterne.config import GPTConfig
 from lanterne.errors import GenerationError
 from lanterne.generation import ContextWarning, generate, generate_ids, stream
 from lanterne.sampling import SamplingSettings
@@ -158,3 +159,18 @@ def test_bad_settings_are_clear_errors(hf_and_ours, tokenizer, options, message)
 def test_zero_new_tokens_gives_empty_text(hf_and_ours, tokenizer):
     _, ours = hf_and_ours
     assert generate(ours, tokenizer, "le chat", max_new_tokens=0) == ""
+
+
+def test_a_vocabulary_padded_past_the_tokenizer_never_yields_padding_ids():
+    """nanoGPT pads 50257 ids to 50304: the extra rows are no token, so sampling must never pick them."""
+    tokenizer = CharTokenizer.train("abcdef ")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, context_length=32, d_model=32, n_heads=2, n_layers=1)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.vocab_size:] += 5.0  # make the padding rows the likeliest
+    free = [s[0] for s in generate_ids(model, [[0]], 20, SamplingSettings(temperature=1.0), seed=0)]
+    assert max(free) >= tokenizer.vocab_size, "without a limit the padding ids win"
+    limited = [s[0] for s in generate_ids(model, [[0]], 20, SamplingSettings(temperature=1.0), seed=0, vocab_limit=tokenizer.vocab_size)]
+    assert max(limited) < tokenizer.vocab_size
+    text = generate(model, tokenizer, "abc", max_new_tokens=20, temperature=1.0, seed=0)  # the tokenizer sets the limit
+    assert len(text) == 20 and set(text) <= set("abcdef ")

@@ -96,6 +96,17 @@ def test_resume_removes_what_a_killed_write_left_behind(corpus, tmp_path):
     assert [step for step, _ in checkpoint_folders(run)][-1] == 10 and sorted(losses(run)) == list(range(1, 11))
 
 
+def test_a_padded_vocabulary_trains_and_samples_only_real_tokens(corpus, tmp_path):
+    """vocab_size above the tokenizer's pads the embedding (nanoGPT's 50304 trick); below it is refused."""
+    result = train(settings(corpus, tmp_path / "run", max_steps=4, eval_interval=2, sample_tokens=30, model={**SMALL_MODEL, "vocab_size": 128}))
+    model, tokenizer = lanterne.load(tmp_path / "run")
+    assert model.config.vocab_size == 128 > tokenizer.vocab_size and result.steps == 4
+    samples = [json.loads(line)["sample"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert samples and all(isinstance(sample, str) for sample in samples)
+    with pytest.raises(ConfigError, match="smaller than the tokenizer"):
+        train(settings(corpus, tmp_path / "small", model={**SMALL_MODEL, "vocab_size": 8}))
+
+
 def test_gradient_accumulation_equals_a_bigger_batch(corpus, tmp_path):
     """Two micro-batches of 4 give the gradient of one batch of 8 (same windows, dropout off)."""
     first = train(settings(corpus, tmp_path / "a", max_steps=3, batch_size=4, gradient_accumulation=2, eval_interval=100))

@@ -83,11 +83,13 @@ def generate_ids(
     seed: int | None = None,
     strict: bool = False,
     stop_check=None,
+    vocab_limit: int | None = None,
 ) -> Iterator[list[int | None]]:
     """Yield, at each step, the new token of every prompt (None for prompts already finished).
 
     prompts: token ids, already within the context. stop_check(row, new_ids) -> bool ends a row early
-    (stop strings). Batched prompts are left-padded and masked; one that would outgrow the context
+    (stop strings). vocab_limit: ids from this one up are never chosen (a model whose vocabulary is
+    padded past its tokenizer's, as nanoGPT pads GPT-2's 50,257 ids to 50,304). Batched prompts are left-padded and masked; one that would outgrow the context
     is generated on its own with a sliding window (see `_sliding_rows`).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -110,11 +112,11 @@ def generate_ids(
     else:
         generator.manual_seed(seed)
     if len(prompts) == 1 or longest + max_new_tokens <= context:
-        yield from _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device)
+        yield from _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit)
     else:
         # Each prompt slides on its own: positions would differ across a padded batch.
         streams = [
-            _batched_rows(model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device)
+            _batched_rows(model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device, vocab_limit)
             for index, prompt in enumerate(prompts)
         ]
         finished = [False] * len(prompts)
@@ -135,7 +137,7 @@ def _row_check(stop_check, index: int):
     return lambda row, new_ids: stop_check(index, new_ids)
 
 
-def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device):
+def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None):
     """Left-padded batch with a KV cache; a single prompt slides past the context when it must."""
     context = model.config.context_length
     batch = len(prompts)
@@ -163,6 +165,8 @@ def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, s
     warned = False
     length = longest
     for step in range(max_new_tokens):
+        if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+            logits = logits[:, :vocab_limit]  # padding ids: no token of the tokenizer
         tokens = choose_next_token(logits, settings, history[:, :length], generator)
         history[:, length] = tokens
         length += 1
@@ -208,6 +212,7 @@ class _TextRequest:
     settings: SamplingSettings
     stop: tuple[str, ...]
     eos_id: int | None
+    vocab_limit: int | None  # the tokenizer's size, when the model's vocabulary is padded past it
 
 
 def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id) -> _TextRequest:
@@ -222,7 +227,8 @@ def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repeti
                 f"the tokenizer gave id {max(prompt_ids)} but the model has {model.config.vocab_size} ids; "
                 "use the tokenizer the model was trained with"
             )
-    return _TextRequest(list(prompts), ids, settings, stop, end_of_text_id(tokenizer) if eos_id is None else eos_id)
+    limit = tokenizer.vocab_size if tokenizer.vocab_size < model.config.vocab_size else None
+    return _TextRequest(list(prompts), ids, settings, stop, end_of_text_id(tokenizer) if eos_id is None else eos_id, limit)
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -267,7 +273,7 @@ def generate(
 
     for step in generate_ids(
         model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
-        stop_check=stop_check if request.stop else None,
+        stop_check=stop_check if request.stop else None, vocab_limit=request.vocab_limit,
     ):
         for row, token in enumerate(step):
             if token is not None:
@@ -299,7 +305,10 @@ def stream(
     request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id)
     new_ids: list[int] = []
     sent = 0
-    for step in generate_ids(model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict):
+    for step in generate_ids(
+        model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
+        vocab_limit=request.vocab_limit,
+    ):
         if step[0] is None:
             break
         new_ids.append(step[0])

@@ -50,6 +50,7 @@ def next_token_table(model, tokenizer, prompt: str, top: int = 10, temperatures:
     ids = fit_prompt(encode_prompt(tokenizer, prompt), model.config.context_length, strict=False)
     device = next(model.parameters()).device
     logits = model(torch.tensor([ids], device=device), last_only=True).logits[0, -1].float()
+    logits = logits[: min(logits.shape[0], tokenizer.vocab_size)]  # a vocabulary padded past the tokenizer's: not tokens
     distributions = {t: next_token_distribution(logits, temperature=t) for t in temperatures}
     best = torch.topk(logits, min(top, logits.shape[0]))
     candidates = [

@@ -135,7 +135,13 @@ class Trainer:
     def _model_config(self, vocab_size: int, resumed: dict | None) -> GPTConfig:
         requested = dict(self.config.model)
         if resumed is None:
-            return GPTConfig.preset(self.config.preset or "tiny", **{"vocab_size": vocab_size, **requested})
+            chosen = GPTConfig.preset(self.config.preset or "tiny", **{"vocab_size": vocab_size, **requested})
+            if chosen.vocab_size < vocab_size:
+                raise ConfigError(
+                    f"vocab_size={chosen.vocab_size} is smaller than the tokenizer's {vocab_size} ids; drop that setting "
+                    "(a larger one pads the vocabulary, as nanoGPT pads 50257 to 50304)"
+                )
+            return chosen
         saved = GPTConfig.from_json(resumed["folder"] / "config.json")
         wanted = GPTConfig.preset(self.config.preset, vocab_size=saved.vocab_size, **requested).to_dict() if self.config.preset else {**saved.to_dict(), **requested}
         for key, value in wanted.items():
@@ -339,7 +345,8 @@ class Trainer:
             prompt = [int(t) for t in corpus.validation[: min(8, model_config.context_length // 2)]]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ContextWarning)  # a sample longer than the context slides, as expected
-                new_ids = [s[0] for s in generate_ids(model, [prompt], config.sample_tokens, SamplingSettings(temperature=0.8, top_k=200), seed=step)]
+                new_ids = [s[0] for s in generate_ids(model, [prompt], config.sample_tokens, SamplingSettings(temperature=0.8, top_k=200),
+                                                      seed=step, vocab_limit=corpus.tokenizer.vocab_size)]
             sample = corpus.tokenizer.decode(prompt + new_ids)
         if group.is_main:
             bits_per_byte = validation / math.log(2) / corpus.validation_bytes_per_token
