@@ -89,8 +89,9 @@ def generate_ids(
 
     prompts: token ids, already within the context. stop_check(row, new_ids) -> bool ends a row early
     (stop strings). vocab_limit: ids from this one up are never chosen (a model whose vocabulary is
-    padded past its tokenizer's, as nanoGPT pads GPT-2's 50,257 ids to 50,304). Batched prompts are left-padded and masked; one that would outgrow the context
-    is generated on its own with a sliding window (see `_sliding_rows`).
+    padded past its tokenizer's, as nanoGPT pads GPT-2's 50,257 ids to 50,304). Batched prompts are
+    left-padded and masked; one that would outgrow the context is generated on its own with a sliding
+    window (see `_sliding_rows`).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be a whole number >= 0, not {max_new_tokens!r}")
