@@ -270,8 +270,9 @@ def test_killed_at_random_moments_it_always_resumes_and_finishes(corpus, tmp_pat
 def test_nanogpt_shakespeare_char_settings_match_nanogpt(tmp_path):
     """nanoGPT's CPU recipe (4 layers, 4 heads, 128 dims, context 64, batch 12, 2,000 steps) lands where nanoGPT does.
 
-    nanoGPT itself measured 1.886 on this machine (it publishes 1.88); our seeds gave 1.903-1.916, so the
-    check allows 1.93: parity within about 2%, not the 1.88 of the issue, which no run here reached.
+    On nanoGPT's 20-batch estimate, benchmarks/nanogpt_recipe.py measured the recipe itself (restated in plain
+    PyTorch) at 1.873-1.925 over five seeds (mean 1.895) and this trainer at 1.897-1.919 (mean 1.905); on the
+    whole validation text both average 1.9086. 1.93 bounds both: parity, not the single-seed 1.88 nanoGPT publishes.
     """
     text = shared_text("tinyshakespeare.txt")
     (tmp_path / "shakespeare.txt").write_text(text, encoding="utf-8")
