@@ -94,7 +94,7 @@ class Contender:
                 "final_loss": sum(self.losses[-10:]) / 10}
 
 
-def race(contenders: dict[str, Contender], steps: int, *, warmup: int = 3, chunk: int = 10) -> None:
+def race(contenders: dict[str, Contender], steps: int, *, chunk: int, warmup: int = 3) -> None:
     """Warm every contender up (untimed), then advance them in turn, `chunk` steps each, until all ran `steps`.
 
     Interleaving puts every model through the same moments of a machine whose speed drifts (a shared VM's does).
@@ -169,7 +169,7 @@ def main() -> int:
                 losses["lanterne (bf16 + compile)"] = (in_bf16(ours_loss), torch.compile(models_with_the_same_weights(config)[0]))
         contenders = {label: Contender(loss_of, model, corpus, config.context_length, setup["batch_size"], steps)
                       for label, (loss_of, model) in losses.items()}
-        race(contenders, steps)
+        race(contenders, steps, chunk=max(1, min(10, steps // 15)))  # at least ~15 turns each
         results = {label: contender.result() for label, contender in contenders.items()}
         rows.append({"setup": name, "steps": steps, "parameters": ours.num_parameters(),
                      "flops_per_token": ours.flops_per_token(config.context_length), "results": results})
@@ -189,7 +189,7 @@ def main() -> int:
         print(f"{row['setup']}: " + ", ".join(f"{label} = {value:.2f}x" for label, value in row["speedups"].items()), flush=True)
     print(f"measured matmul peak: fp32 {peak / 1e9:.1f} GFLOP/s, bf16 {(peak_bf16 or 0) / 1e9:.1f}, {torch.get_num_threads()} threads")
     result = {
-        "benchmark": "training tokens/s, same loop, same weights, same batches (char-level tinyshakespeare), interleaved in chunks of 10 steps",
+        "benchmark": "training tokens/s, same loop, same weights, same batches (char-level tinyshakespeare), interleaved in turns of up to 10 steps (at least ~15 turns each)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak / 1e9,
