@@ -6,7 +6,6 @@ Each head computes softmax(Q Kᵀ / √d_head) V over the past only. Two paths, 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -133,14 +132,16 @@ class CausalSelfAttention(nn.Module):
             mixed, details = attention_step_by_step(queries, keys, values, mask)
         else:
             dropout = self.dropout if self.training else 0.0
-            in_fp32 = cache is None and _cpu_bf16_short(queries)
-            dtype = queries.dtype
-            with torch.autocast("cpu", enabled=False) if in_fp32 else contextlib.nullcontext():  # autocast would cast back
-                if in_fp32:
-                    queries, keys, values = queries.float(), keys.float(), values.float()
+            causal = mask is None and time > 1
+            if cache is None and _cpu_bf16_short(queries):
+                with torch.autocast("cpu", enabled=False):  # else autocast would cast the fp32 inputs back to bf16
+                    mixed = F.scaled_dot_product_attention(
+                        queries.float(), keys.float(), values.float(), attn_mask=mask, dropout_p=dropout, is_causal=causal
+                    ).to(queries.dtype)
+            else:
                 mixed = F.scaled_dot_product_attention(
-                    queries, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=mask is None and time > 1
-                ).to(dtype)  # (batch, heads, time, head_dim)
+                    queries, keys, values, attn_mask=mask, dropout_p=dropout, is_causal=causal
+                )  # (batch, heads, time, head_dim)
             details = None
         mixed = mixed.transpose(1, 2).contiguous().view(batch, time, self.d_model)  # heads side by side again
         return self.output_dropout(self.output(mixed)), details

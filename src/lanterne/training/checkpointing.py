@@ -97,13 +97,13 @@ def _prune(root: Path, keep: int, best_step: int | None) -> None:
     for step, folder in complete:
         if step not in protected:
             shutil.rmtree(folder, ignore_errors=True)
-    remove_leftovers(root.parent)
 
 
 def remove_leftovers(run_folder: Path) -> None:
     """Delete the temporaries (`.NAME.*.tmp`) a run killed mid-write left in the run and checkpoints folders.
 
-    Only one process writes a run, and it calls this between writes, so every temporary found is dead.
+    Called once, before a resumed or overwritten run writes anything: only one process writes a run,
+    so every temporary found then is dead.
     """
     for folder in (Path(run_folder), Path(run_folder) / CHECKPOINTS):
         for leftover in folder.glob(".*.tmp"):
