@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -199,3 +202,18 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
         atomic_write_text(path, "new content")
     assert path.read_text() == "old content"
     assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"], "no temporary file left behind"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_atomic_write_gives_files_the_mode_open_would(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}")
+        existing = tmp_path / "shared.json"
+        existing.write_text("old")
+        existing.chmod(0o664)
+        atomic_write_text(existing, "new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640, "not mkstemp's private 0600"
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o664, "an overwritten file keeps its mode"

@@ -53,6 +53,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc allows; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error, fsync it and rename it to `path`.
@@ -69,6 +82,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise InputFileError(f"cannot write in {folder}: {error.strerror} (choose another folder)") from None
     os.close(handle)
     try:
+        # mkstemp makes the file private (0600); give it the mode `open()` would have given, or the old file's.
+        os.chmod(temporary, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         yield Path(temporary)
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
