@@ -143,6 +143,38 @@ def test_resume_with_another_shape_is_refused(corpus, tmp_path):
         train(settings(corpus, tmp_path / "empty", resume=True))
 
 
+def test_resume_on_other_text_or_with_another_tokenizer_is_refused(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(settings(corpus, run, max_steps=5, eval_interval=5, tokenizer="bpe:300"))
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.replace("chat", "chien"), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="was trained on other text than .*other.txt"):
+        train(settings(other, run, max_steps=10, resume=True))
+    with pytest.raises(CheckpointError, match="trained with --tokenizer bpe:300, not char; drop --tokenizer"):
+        train(settings(corpus, run, max_steps=10, resume=True, tokenizer="char"))
+    with pytest.raises(CheckpointError, match="validation_fraction=0.1, not 0.2"):
+        train(settings(corpus, run, max_steps=10, resume=True, validation_fraction=0.2))
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before, "nothing touched"
+    moved = tmp_path / "moved.txt"
+    moved.write_bytes(corpus.read_bytes())  # the same text elsewhere is the same run
+    train(settings(moved, run, max_steps=10, eval_interval=5, resume=True, tokenizer="bpe:300"))
+    progress = json.loads((run / "checkpoints" / "step-0000010" / "trainer.json").read_text())
+    assert progress["training_config"]["tokenizer"] == "bpe:300", "the run's own tokenizer is recorded, not the default"
+
+
+def test_resume_names_changed_settings_and_a_finished_run_trains_nothing(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = train(settings(corpus, run, max_steps=10, eval_interval=5))
+    train(settings(corpus, run, max_steps=10, eval_interval=5, resume=True, progress=True, learning_rate=2e-3))
+    again = train(settings(corpus, run, max_steps=8, eval_interval=5, resume=True, progress=True))
+    printed = capsys.readouterr().err
+    assert "changed: learning_rate 0.001 -> 0.002" in printed
+    assert "nothing to train: the run is at step 10 and --max-steps is 8" in printed
+    assert again.steps == 10 and again.final_validation_loss == pytest.approx(first.final_validation_loss)
+    assert max(losses(run)) == 10
+
+
 @pytest.mark.parametrize(
     "content, options, message",
     [

@@ -103,11 +103,13 @@ def prepare_corpus(
     root = Path(cache_dir) if cache_dir is not None else cache_folder() / "datasets"
     folder = root / key
     if folder.is_dir():
-        return _open_cache(folder, loaded)
+        corpus = _open_cache(folder, loaded)
+        corpus.meta["content_hash"] = corpus_source.content_hash  # caches made before it was recorded lack it
+        return corpus
     tokenizer_object = loaded or _train_tokenizer(trained_spec, corpus_source)
     meta = {
         "format": "lanterne-tokens", "version": FORMAT_VERSION, "key": key, "source": str(corpus_source.path),
-        "source_kind": corpus_source.kind, "text_field": text_field if corpus_source.kind == "jsonl" else None,
+        "source_kind": corpus_source.kind, "content_hash": corpus_source.content_hash, "text_field": text_field if corpus_source.kind == "jsonl" else None,
         "tokenizer": str(tokenizer), "tokenizer_kind": tokenizer_object.kind, "vocab_size": tokenizer_object.vocab_size,
         "dtype": "uint16" if tokenizer_object.vocab_size <= 2**16 else "uint32",
         "validation_fraction": validation_fraction,

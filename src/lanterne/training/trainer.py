@@ -33,7 +33,7 @@ class TrainingConfig:
     """Every setting of a run. The defaults are nanoGPT's character-level Shakespeare on a laptop CPU."""
 
     data: str = ""
-    tokenizer: str = "char"  # "char", "bpe:N", a published name or a tokenizer file
+    tokenizer: str | None = None  # "char" (the default), "bpe:N", a published name or a tokenizer file; a resumed run keeps its own
     text_field: str = "text"  # for JSONL data
     validation_fraction: float = 0.1
     out: str = "runs/lanterne"
@@ -132,6 +132,38 @@ class Trainer:
                 raise InputFileError(f"cannot write in {folder} ({error.strerror}); choose another --out") from None
         return None
 
+    def _check_same_run(self, resumed: dict) -> str:
+        """Refuse to resume on other text or with another tokenizer or split; note the settings that changed.
+
+        Returns the run's tokenizer setting (as given when the run began).
+        """
+        config, folder = self.config, self.run_folder
+        saved = resumed["progress"].get("training_config", {})
+        run_tokenizer = saved.get("tokenizer") or "char"
+        if config.tokenizer is not None and config.tokenizer != run_tokenizer:
+            raise CheckpointError(
+                f"{folder} was trained with --tokenizer {run_tokenizer}, not {config.tokenizer}; "
+                "drop --tokenizer to resume (a run keeps its tokenizer), or train into a new --out"
+            )
+        if saved.get("validation_fraction", config.validation_fraction) != config.validation_fraction:
+            raise CheckpointError(
+                f"{folder} split its text with validation_fraction={saved['validation_fraction']}, not {config.validation_fraction}; "
+                "drop that setting to resume, or train into a new --out"
+            )
+        from lanterne.training.corpus_files import open_source
+
+        expected = resumed["progress"].get("corpus_hash")
+        if expected is not None and open_source(Path(config.data).expanduser(), config.text_field).content_hash != expected:
+            raise CheckpointError(
+                f"{folder} was trained on other text than {config.data} (was: {saved.get('data')}); "
+                "resume with the same --data (and --text-field), or train into a new --out"
+            )
+        ignored = {"resume", "overwrite", "progress", "tokenizer", "data", "out"}
+        changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in asdict(config).items()
+                   if key not in ignored and key in saved and saved[key] != value]
+        self._changed_on_resume = f" (changed: {', '.join(changed)})" if changed else ""
+        return run_tokenizer
+
     def _model_config(self, vocab_size: int, resumed: dict | None) -> GPTConfig:
         requested = dict(self.config.model)
         if resumed is None:
@@ -171,9 +203,10 @@ class Trainer:
 
         config, group = self.config, self.group
         resumed = self._prepare_folder()
-        tokenizer_spec = str(resumed["folder"] / "tokenizer.json") if resumed else config.tokenizer
         if not config.data:
             raise InputFileError("no training data: pass --data FILE (a text file, a folder of .txt files or a .jsonl file)")
+        run_tokenizer = self._check_same_run(resumed) if resumed else (config.tokenizer or "char")
+        tokenizer_spec = str(resumed["folder"] / "tokenizer.json") if resumed else run_tokenizer
         corpus = None
         for turn in ("main", "others"):  # rank 0 tokenizes and caches first; the others then reuse its cache
             if (turn == "main") == group.is_main:
@@ -241,8 +274,10 @@ class Trainer:
         per_rank = config.batch_size // group.world_size
         rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
         if resumed:
-            display.note(f"resuming {self.run_folder} at step {start_step}")
-        last_validation = None
+            display.note(f"resuming {self.run_folder} at step {start_step}{self._changed_on_resume}")
+            if start_step >= config.max_steps:
+                display.note(f"nothing to train: the run is at step {start_step} and --max-steps is {config.max_steps}; raise it to go on")
+        last_validation = resumed["progress"].get("validation_loss") if resumed else None
         step = start_step
         window_started, window_steps = time.perf_counter(), 0
         model.train()
@@ -297,8 +332,10 @@ class Trainer:
                              "torch_rng": torch.get_rng_state(), "sharded": config.fsdp}
                     if self.device.type == "cuda":
                         state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-                    progress = {"step": step, "best_validation_loss": best_loss, "best_step": best_step,
-                                "training_config": asdict(config), "model_config": model_config.to_dict()}
+                    progress = {"step": step, "validation_loss": last_validation, "best_validation_loss": best_loss,
+                                "best_step": best_step,
+                                "training_config": {**asdict(config), "tokenizer": run_tokenizer},
+                                "corpus_hash": corpus.meta["content_hash"], "model_config": model_config.to_dict()}
                     checkpointing.save_checkpoint(
                         self.run_folder, step, model, corpus.tokenizer, state, progress, keep=config.keep_checkpoints,
                         best_step=best_step, model_state=model_state,
