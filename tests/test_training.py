@@ -175,6 +175,20 @@ def test_resume_names_changed_settings_and_a_finished_run_trains_nothing(corpus,
     assert max(losses(run)) == 10
 
 
+def test_an_interrupted_run_says_where_to_resume_from(corpus, tmp_path, monkeypatch, capsys):
+    from lanterne.training import trainer
+
+    def interrupt_at_step_7(step, **schedule):
+        if step == 7:
+            raise KeyboardInterrupt
+        return learning_rate_at(step, **schedule)
+
+    monkeypatch.setattr(trainer, "learning_rate_at", interrupt_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(settings(corpus, tmp_path / "run", checkpoint_interval=5))
+    assert "training interrupted; the last checkpoint is step 5: add --resume" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "content, options, message",
     [

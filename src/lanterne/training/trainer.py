@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -195,6 +196,12 @@ class Trainer:
     def run(self) -> TrainingResult:
         try:
             return self._run()
+        except KeyboardInterrupt:
+            if self.group.is_main:
+                saved = checkpointing.checkpoint_folders(self.run_folder)
+                where = f"the last checkpoint is step {saved[-1][0]}: add --resume to go on from it" if saved else "no checkpoint was written yet"
+                print(f"training interrupted; {where}", file=sys.stderr, flush=True)
+            raise
         finally:
             distributed.stop(self.group)
 
