@@ -62,6 +62,30 @@ def test_a_short_run_learns_and_leaves_a_loadable_model(corpus, tmp_path):
     assert result.final_validation_loss == pytest.approx(evaluation["validation_loss"])
 
 
+def test_the_last_step_measures_the_whole_validation_split(corpus, tmp_path):
+    from lanterne.training.data import prepare_corpus
+
+    result = train(settings(corpus, tmp_path / "run", dtype="float32", final_eval_tokens=10**6))
+    final = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    ids = torch.from_numpy(prepare_corpus(corpus, "char", show_progress=False).validation.astype("int64"))
+    windows = (len(ids) - 1) // 32
+    model, _ = lanterne.load(tmp_path / "run")
+    with torch.no_grad():  # every non-overlapping window of 32 tokens, by hand
+        expected = model(ids[: windows * 32].view(windows, 32), ids[1: windows * 32 + 1].view(windows, 32)).loss.item()
+    assert final["kind"] == "final" and final["tokens"] == windows * 32
+    assert result.full_validation_loss == pytest.approx(expected, abs=1e-5) == final["validation_loss"]
+    assert final["bits_per_byte"] > 0
+
+
+def test_the_final_evaluation_is_bounded_by_default_and_can_be_skipped(corpus, tmp_path):
+    train(settings(corpus, tmp_path / "bounded"))  # 20 steps of 4 x 32 tokens: a tenth is 256 tokens, 8 windows
+    final = json.loads((tmp_path / "bounded" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["kind"] == "final" and final["tokens"] == 256
+    skipped = train(settings(corpus, tmp_path / "skipped", final_eval_tokens=0))
+    assert skipped.full_validation_loss is None
+    assert all(json.loads(line)["kind"] != "final" for line in (tmp_path / "skipped" / "metrics.jsonl").read_text().splitlines())
+
+
 def test_resume_continues_exactly(corpus, tmp_path):
     """Stopped at step 12 and resumed: the same losses, step by step, as a run never stopped (dropout on)."""
     common = dict(max_steps=24, decay_steps=24, checkpoint_interval=4, model={**SMALL_MODEL, "dropout": 0.1})
@@ -330,6 +354,7 @@ def test_nanogpt_shakespeare_char_settings_match_nanogpt(tmp_path):
         )
     )
     assert result.final_validation_loss <= 1.93
+    assert result.full_validation_loss <= 1.93, "the whole validation split (seed 1337 gave 1.900 in the benchmark)"
 
 
 def test_number_format_follows_the_hardware(monkeypatch):

@@ -60,3 +60,12 @@ def mean_over_processes(value: torch.Tensor, group: ProcessGroup) -> torch.Tenso
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / group.world_size
+
+
+def sum_over_processes(value: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
+    """The sum of a tensor over all processes."""
+    if not group.distributed:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
