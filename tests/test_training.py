@@ -74,6 +74,7 @@ def test_the_last_step_measures_the_whole_validation_split(corpus, tmp_path):
         expected = model(ids[: windows * 32].view(windows, 32), ids[1: windows * 32 + 1].view(windows, 32)).loss.item()
     assert final["kind"] == "final" and final["tokens"] == windows * 32
     assert result.full_validation_loss == pytest.approx(expected, abs=1e-5) == final["validation_loss"]
+    assert result.full_validation_tokens == windows * 32
     assert final["bits_per_byte"] > 0
 
 
@@ -82,7 +83,7 @@ def test_the_final_evaluation_is_bounded_by_default_and_can_be_skipped(corpus, t
     final = json.loads((tmp_path / "bounded" / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["kind"] == "final" and final["tokens"] == 256
     skipped = train(settings(corpus, tmp_path / "skipped", final_eval_tokens=0))
-    assert skipped.full_validation_loss is None
+    assert skipped.full_validation_loss is None and skipped.full_validation_tokens is None
     assert all(json.loads(line)["kind"] != "final" for line in (tmp_path / "skipped" / "metrics.jsonl").read_text().splitlines())
 
 
@@ -196,6 +197,7 @@ def test_resume_names_changed_settings_and_a_finished_run_trains_nothing(corpus,
     assert "changed: learning_rate 0.001 -> 0.002" in printed
     assert "nothing to train: the run is at step 10 and --max-steps is 8" in printed
     assert again.steps == 10 and again.final_validation_loss == pytest.approx(first.final_validation_loss)
+    assert (again.full_validation_loss, again.full_validation_tokens) == (first.full_validation_loss, first.full_validation_tokens)
     assert max(losses(run)) == 10
 
 

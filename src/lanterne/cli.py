@@ -251,14 +251,15 @@ def command_train(args: argparse.Namespace) -> None:
     summary = {
         "run_folder": str(result.run_folder), "steps": result.steps, "final_validation_loss": result.final_validation_loss,
         "best_validation_loss": result.best_validation_loss, "full_validation_loss": result.full_validation_loss,
-        "tokens_per_second": result.tokens_per_second,
+        "full_validation_tokens": result.full_validation_tokens, "tokens_per_second": result.tokens_per_second,
     }
     if args.json:
         _print_json(summary)
     else:
         loss = f"{result.final_validation_loss:.4f}" if result.final_validation_loss is not None else "n/a"
         if result.full_validation_loss is not None:
-            loss = f"{result.full_validation_loss:.4f} (whole split; {loss} on the evaluation batches)"
+            loss = (f"{result.full_validation_loss:.4f} (over {result.full_validation_tokens:,} validation tokens; "
+                    f"{loss} on the evaluation batches)")
         print(f"trained {result.steps} steps into {result.run_folder}: validation loss {loss}; load it with lanterne.load({str(result.run_folder)!r})")
 
 

@@ -56,11 +56,15 @@ def plot_loss_curve(records: list[dict[str, Any]], path: Path, title: str) -> No
 
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
     validation = [(r["step"], r["validation_loss"]) for r in records if r.get("kind") == "eval"]
+    final = [r for r in records if r.get("kind") == "final"][-1:]
     figure, axes = plt.subplots(figsize=(8, 4.5))
     if train:
         axes.plot(*zip(*train), label="training loss", linewidth=0.8, alpha=0.7)
     if validation:
-        axes.plot(*zip(*validation), label="validation loss", marker="o")
+        axes.plot(*zip(*validation), label="validation loss (a few random batches)", marker="o")
+    if final:
+        axes.plot([final[0]["step"]], [final[0]["validation_loss"]], label=f"validation loss over {final[0]['tokens']:,} tokens",
+                  linestyle="none", marker="*", markersize=12, color="black")
     axes.set(xlabel="step", ylabel="cross-entropy (nats / token)", title=title)
     axes.grid(alpha=0.3)
     axes.legend()

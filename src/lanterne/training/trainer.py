@@ -95,6 +95,7 @@ class TrainingResult:
     tokens_per_second: float
     # The last step's validation loss over the whole split (up to final_eval_tokens), not over eval_batches samples.
     full_validation_loss: float | None = None
+    full_validation_tokens: int | None = None  # how many tokens it was measured on
 
 
 class Trainer:
@@ -293,7 +294,8 @@ class Trainer:
             if start_step >= config.max_steps:
                 display.note(f"nothing to train: the run is at step {start_step} and --max-steps is {config.max_steps}; raise it to go on")
         last_validation = resumed["progress"].get("validation_loss") if resumed else None
-        full_validation = resumed["progress"].get("full_validation_loss") if resumed else None
+        saved = resumed["progress"] if resumed else {}
+        full_validation = (saved.get("full_validation_loss"), saved.get("full_validation_tokens"))
         step = start_step
         window_started, window_steps = time.perf_counter(), 0
         model.train()
@@ -350,8 +352,9 @@ class Trainer:
                              "torch_rng": torch.get_rng_state(), "sharded": config.fsdp}
                     if self.device.type == "cuda":
                         state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+                    full_loss, full_tokens = full_validation if step == config.max_steps else (None, None)
                     progress = {"step": step, "validation_loss": last_validation, "best_validation_loss": best_loss,
-                                "best_step": best_step, "full_validation_loss": full_validation if step == config.max_steps else None,
+                                "best_step": best_step, "full_validation_loss": full_loss, "full_validation_tokens": full_tokens,
                                 "training_config": {**asdict(config), "tokenizer": run_tokenizer},
                                 "corpus_hash": corpus.meta["content_hash"], "model_config": model_config.to_dict()}
                     checkpointing.save_checkpoint(
@@ -364,7 +367,7 @@ class Trainer:
         records = metrics.records() if metrics else []
         speeds = [r["tokens_per_second"] for r in records if r.get("kind") == "train" and r["step"] > start_step]
         return TrainingResult(self.run_folder, step, last_validation, best_loss, sum(speeds) / len(speeds) if speeds else 0.0,
-                              full_validation if step == config.max_steps else None)
+                              *(full_validation if step >= config.max_steps else (None, None)))
 
     def _gather_states(self, model: GPT, optimizer) -> tuple[dict | None, dict]:
         """Full (unsharded) model and optimizer states: as they are, or gathered from every process under FSDP."""
@@ -419,7 +422,7 @@ class Trainer:
 
 
     @torch.no_grad()
-    def _evaluate_whole(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> float | None:
+    def _evaluate_whole(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> tuple:
         """The validation loss over every non-overlapping window of the split (up to final_eval_tokens tokens).
 
         The evaluation batches are an estimate (20 random windows of 12 by default: about ±0.02 nats on
@@ -434,7 +437,7 @@ class Trainer:
         ids = corpus.validation[: limit + 1]
         count = (len(ids) - 1) // context  # windows
         if count == 0:
-            return None
+            return None, None
         windows = torch.from_numpy(np.asarray(ids[: count * context + 1], dtype=np.int64))
         per_rank = config.batch_size // group.world_size
         total, tokens = torch.zeros((), dtype=torch.float64, device=self.device), torch.zeros((), dtype=torch.float64, device=self.device)
@@ -459,7 +462,8 @@ class Trainer:
                            "bits_per_byte": bits_per_byte, "tokens": int(tokens)})
             display.note(f"step {step}: validation loss {validation:.4f} over {whole} ({int(tokens):,} tokens), "
                          f"perplexity {math.exp(min(validation, 50)):.2f}, {bits_per_byte:.3f} bits/byte")
-        return validation
+            plot_loss_curve(metrics.records(), self.run_folder / PLOT_FILE, f"Training {Path(config.data).name}")
+        return validation, int(tokens)
 
 
 def train(config: TrainingConfig) -> TrainingResult:
