@@ -102,6 +102,6 @@ def test_pickles_are_read_as_data_only(tmp_path):
     assert torch.equal(read_pickled_weights(tmp_path / "good.bin")["weight"], torch.ones(2))
     import pickle
 
-    (tmp_path / "evil.bin").write_bytes(pickle.dumps(Payload()))
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps(Payload(), protocol=2))  # torch.load's own protocol
     with pytest.raises(CheckpointError, match="cannot read"):
         read_pickled_weights(tmp_path / "evil.bin")
