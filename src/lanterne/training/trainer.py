@@ -506,11 +506,13 @@ def settings_from(pairs: list[str], base: dict[str, Any] | None = None) -> tuple
         elif key in TrainingConfig.field_names() - {"model"}:
             training[key] = value
         else:
-            raise ConfigError(
-                f"unknown setting {key!r}; training: {', '.join(sorted(TrainingConfig.field_names() - {'model'}))}; "
-                f"model: {', '.join(sorted(model_fields))}"
-            )
+            raise ConfigError(f"unknown setting {key!r}; {_known_settings(model_fields)}")
     unknown = set(training) - TrainingConfig.field_names()
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))} in the settings file")
+        raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))} in the settings file; {_known_settings(model_fields)}")
     return training, model
+
+
+def _known_settings(model_fields) -> str:
+    return (f"training: {', '.join(sorted(TrainingConfig.field_names() - {'model'}))}; "
+            f"model (under [model] in a settings file): {', '.join(sorted(model_fields))}")
