@@ -215,6 +215,27 @@ def test_an_interrupted_run_says_where_to_resume_from(corpus, tmp_path, monkeypa
     assert "training interrupted; the last checkpoint is step 5: add --resume" in capsys.readouterr().err
 
 
+def test_a_full_disk_is_a_clear_error_and_the_last_checkpoint_survives(corpus, tmp_path, monkeypatch):
+    from lanterne.training import checkpointing
+
+    run = tmp_path / "run"
+    real_save = torch.save
+
+    def disk_full_after_step_5(state, path):
+        if "step-0000010" in str(path):
+            Path(path).write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3748864 vs 3748752")
+        real_save(state, path)
+
+    monkeypatch.setattr(checkpointing.torch, "save", disk_full_after_step_5)
+    monkeypatch.setattr(checkpointing, "_free_bytes", lambda folder: 0)
+    with pytest.raises(CheckpointError, match=r"step 10 .*\(the disk is full\); the last good one, step-0000005, is intact: .* --resume"):
+        train(settings(corpus, run, checkpoint_interval=5))
+    assert [step for step, _ in checkpoint_folders(run)] == [5]
+    assert not list((run / "checkpoints").glob(".*")), "the half-written checkpoint is gone"
+    assert lanterne.load(run).model.config.d_model == 32
+
+
 @pytest.mark.parametrize(
     "content, options, message",
     [

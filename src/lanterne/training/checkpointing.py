@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from lanterne.checkpoints import save_model
-from lanterne.errors import CheckpointError
+from lanterne.errors import CheckpointError, LanterneError
 from lanterne.files import atomic_write_text
 
 CHECKPOINTS = "checkpoints"
@@ -67,26 +68,47 @@ def save_checkpoint(
     best_step: int | None,
     model_state: dict | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, point latest.json at it, and prune all but the last `keep` and the best."""
+    """Write checkpoint `step` atomically, point latest.json at it, and prune all but the last `keep` and the best.
+
+    A failed write (a full disk, say) raises CheckpointError and leaves the earlier checkpoints as they were.
+    """
     root = Path(run_folder) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     temporary = root / f".step-{step:07d}.{os.getpid()}.tmp"
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    save_model(model, temporary, tokenizer, model_state)
-    torch.save(state, temporary / STATE_FILE)
-    _fsync_file(temporary / STATE_FILE)
-    atomic_write_text(temporary / PROGRESS_FILE, json.dumps(progress, indent=2))
-    _fsync_folder(temporary)
-    if final.exists():  # the same step saved again (e.g. a resumed run that ends where it started)
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _fsync_folder(root)
-    atomic_write_text(root / LATEST, json.dumps({"step": step, "folder": final.name, "best": f"step-{best_step:07d}" if best_step is not None else None}))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir()
+        save_model(model, temporary, tokenizer, model_state)
+        torch.save(state, temporary / STATE_FILE)
+        _fsync_file(temporary / STATE_FILE)
+        atomic_write_text(temporary / PROGRESS_FILE, json.dumps(progress, indent=2))
+        _fsync_folder(temporary)
+        if final.exists():  # the same step saved again (e.g. a resumed run that ends where it started)
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        _fsync_folder(root)
+        atomic_write_text(root / LATEST, json.dumps({"step": step, "folder": final.name, "best": f"step-{best_step:07d}" if best_step is not None else None}))
+    except (OSError, RuntimeError, SafetensorError, LanterneError) as error:  # a full disk (torch.save says RuntimeError), a read-only folder...
+        disk_full = _free_bytes(root) < 2**20  # measured before the half-written checkpoint is deleted
+        shutil.rmtree(temporary, ignore_errors=True)
+        kept = checkpoint_folders(run_folder)
+        where = f"the last good one, {kept[-1][1].name}, is intact: free some space, then --resume" if kept else (
+            "no earlier checkpoint exists: free some space, then run again with --overwrite")
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().splitlines()[0]
+        if disk_full:
+            reason = "the disk is full"
+        raise CheckpointError(f"cannot write checkpoint step {step} in {root} ({reason}); {where}") from None
     _prune(root, keep, best_step)
     return final
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 2**63
 
 
 def _prune(root: Path, keep: int, best_step: int | None) -> None:

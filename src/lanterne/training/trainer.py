@@ -114,6 +114,10 @@ class Trainer:
 
     # -- setting up -------------------------------------------------------------------------------
 
+    def _where_to_resume(self) -> str:
+        saved = checkpointing.checkpoint_folders(self.run_folder)
+        return f"the last checkpoint is step {saved[-1][0]}: add --resume to go on from it" if saved else "no checkpoint was written yet"
+
     def _prepare_folder(self) -> dict | None:
         """Check the output folder; return the checkpoint to resume from (None for a new run)."""
         folder = self.run_folder
@@ -207,10 +211,10 @@ class Trainer:
             return self._run()
         except KeyboardInterrupt:
             if self.group.is_main:
-                saved = checkpointing.checkpoint_folders(self.run_folder)
-                where = f"the last checkpoint is step {saved[-1][0]}: add --resume to go on from it" if saved else "no checkpoint was written yet"
-                print(f"training interrupted; {where}", file=sys.stderr, flush=True)
+                print(f"training interrupted; {self._where_to_resume()}", file=sys.stderr, flush=True)
             raise
+        except OSError as error:  # the metrics or the plot could not be written: a full disk, a folder gone
+            raise InputFileError(f"cannot write in {self.run_folder} ({error.strerror or error}); {self._where_to_resume()}") from None
         finally:
             distributed.stop(self.group)
 
