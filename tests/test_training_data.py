@@ -375,3 +375,16 @@ def test_check_enough_tokens_names_the_split_that_is_short():
         check_enough_tokens(corpus, context_length=8, batch_size=4)
     with pytest.raises(TrainingDataError, match="corpus smaller than one window/batch: 20 training tokens, need at least 33; give more text or lower context_length"):
         check_enough_tokens(corpus, context_length=32, batch_size=4)
+
+
+def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(path, *args):
+        Path(path).write_bytes(b"\0" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data, "_write_tokens", disk_full)
+    with pytest.raises(TrainingDataError, match=r"cannot write the token cache in .* \(No space left on device\); free some space"):
+        prepare(write(tmp_path / "corpus.txt", TEXT), cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == [], "the half-built cache is removed"

@@ -273,6 +273,12 @@ def _build_cache(folder: Path, source: CorpusSource, tokenizer: Tokenizer, meta:
             if not (folder / "meta.json").is_file():
                 raise TrainingDataError(f"cannot create the cache folder {folder}; check its permissions or pass cache_dir") from None
             shutil.rmtree(building, ignore_errors=True)  # another process built the same cache first
+    except OSError as error:  # a full disk, most often: the ids of a large corpus take room
+        shutil.rmtree(building, ignore_errors=True)
+        raise TrainingDataError(
+            f"cannot write the token cache in {folder.parent} ({error.strerror or error}); free some space there, "
+            "or point LANTERNE_CACHE (or cache_dir) at another disk"
+        ) from None
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
