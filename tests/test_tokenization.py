@@ -217,3 +217,19 @@ def test_atomic_write_gives_files_the_mode_open_would(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640, "not mkstemp's private 0600"
     assert stat.S_IMODE(existing.stat().st_mode) == 0o664, "an overwritten file keeps its mode"
+
+
+def test_a_write_that_fails_is_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "bpe.json"
+    path.write_text("old content")
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_bytes", disk_full)
+    with pytest.raises(InputFileError, match=r"cannot write .*bpe.json: No space left on device \(free some space"):
+        atomic_write_text(path, "new content")
+    monkeypatch.undo()
+    assert path.read_text() == "old content" and [p.name for p in tmp_path.iterdir()] == ["bpe.json"]

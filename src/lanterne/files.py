@@ -88,6 +88,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, a folder gone read-only: the old file (if any) is untouched
+        Path(temporary).unlink(missing_ok=True)
+        raise InputFileError(f"cannot write {path}: {error.strerror or error} (free some space or choose another folder)") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
