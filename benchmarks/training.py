@@ -52,6 +52,7 @@ def models_with_the_same_weights(config: GPTConfig):
         transformers.GPT2Config(
             vocab_size=config.vocab_size, n_positions=config.context_length, n_embd=config.d_model, n_head=config.n_heads,
             n_layer=config.n_layers, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 lies outside a character vocabulary
         )
     )
     with tempfile.TemporaryDirectory() as folder:
