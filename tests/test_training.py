@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,6 +235,17 @@ def test_a_full_disk_is_a_clear_error_and_the_last_checkpoint_survives(corpus, t
     assert [step for step, _ in checkpoint_folders(run)] == [5]
     assert not list((run / "checkpoints").glob(".*")), "the half-written checkpoint is gone"
     assert lanterne.load(run).model.config.d_model == 32
+
+
+def test_a_damaged_checkpoint_names_the_one_to_resume_from(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(settings(corpus, run, max_steps=10, checkpoint_interval=5))
+    weights = run / "checkpoints" / "step-0000010" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # damaged on disk after the run
+    with pytest.raises(CheckpointError, match=r"cannot resume: weights file is corrupt .*; delete .*step-0000010 to resume from step-0000005"):
+        train(settings(corpus, run, max_steps=15, resume=True))
+    shutil.rmtree(run / "checkpoints" / "step-0000010")
+    assert train(settings(corpus, run, max_steps=15, resume=True)).steps == 15
 
 
 @pytest.mark.parametrize(

@@ -245,7 +245,12 @@ class Trainer:
         if resumed:
             from lanterne.checkpoints import load_state, read_safetensors
 
-            load_state(model, read_safetensors(resumed["folder"] / "model.safetensors"), str(resumed["folder"]))
+            try:
+                load_state(model, read_safetensors(resumed["folder"] / "model.safetensors"), str(resumed["folder"]))
+            except CheckpointError as error:  # damaged after it was written (atomic writes never leave one half-done)
+                before = [folder for _, folder in checkpointing.checkpoint_folders(self.run_folder)][-2:-1]
+                fix = f"delete {resumed['folder']} to resume from {before[0].name}" if before else "start again with --overwrite"
+                raise CheckpointError(f"cannot resume: {str(error).split('; ')[0]}; {fix}") from None
         if config.fsdp:
             if not group.distributed:
                 raise ConfigError("fsdp shards the model over several processes: start the run with torchrun --nproc_per_node=N")
