@@ -147,7 +147,7 @@ class Trainer:
         return None
 
     def _check_same_run(self, resumed: dict) -> str:
-        """Refuse to resume on other text or with another tokenizer or split; note the settings that changed.
+        """Refuse to resume with another tokenizer or split; note the settings that changed (the text: `_check_same_text`).
 
         Returns the run's tokenizer setting (as given when the run began).
         """
@@ -164,19 +164,21 @@ class Trainer:
                 f"{folder} split its text with validation_fraction={saved['validation_fraction']}, not {config.validation_fraction}; "
                 "drop that setting to resume, or train into a new --out"
             )
-        from lanterne.training.corpus_files import open_source
-
-        expected = resumed["progress"].get("corpus_hash")
-        if expected is not None and open_source(Path(config.data).expanduser(), config.text_field).content_hash != expected:
-            raise CheckpointError(
-                f"{folder} was trained on other text than {config.data} (was: {saved.get('data')}); "
-                "resume with the same --data (and --text-field), or train into a new --out"
-            )
         ignored = {"resume", "overwrite", "progress", "tokenizer", "data", "out"}
         changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in asdict(config).items()
                    if key not in ignored and key in saved and saved[key] != value]
         self._changed_on_resume = f" (changed: {', '.join(changed)})" if changed else ""
         return run_tokenizer
+
+    def _check_same_text(self, resumed: dict, corpus) -> None:
+        """Refuse to resume on other text: compared by content hash, so a moved copy of the same file is fine."""
+        expected = resumed["progress"].get("corpus_hash")
+        if expected is not None and corpus.meta["content_hash"] != expected:
+            raise CheckpointError(
+                f"{self.run_folder} was trained on other text than {self.config.data} "
+                f"(was: {resumed['progress'].get('training_config', {}).get('data')}); "
+                "resume with the same --data (and --text-field), or train into a new --out"
+            )
 
     def _model_config(self, vocab_size: int, resumed: dict | None) -> GPTConfig:
         requested = dict(self.config.model)
@@ -235,6 +237,8 @@ class Trainer:
                     validation_fraction=config.validation_fraction, show_progress=config.progress and group.is_main,
                 )
             distributed.barrier(group)
+        if resumed:
+            self._check_same_text(resumed, corpus)
         model_config = self._model_config(corpus.tokenizer.vocab_size, resumed)
         check_enough_tokens(corpus, model_config.context_length, config.batch_size)
 
@@ -417,9 +421,9 @@ class Trainer:
                                                       seed=step, vocab_limit=corpus.tokenizer.vocab_size)]
             sample = corpus.tokenizer.decode(prompt + new_ids)
         if group.is_main:
-            bits_per_byte = validation / math.log(2) / corpus.validation_bytes_per_token
+            perplexity, bits_per_byte = _scores(validation, corpus)
             record = {"kind": "eval", "step": step, "train_loss": losses["train"], "validation_loss": validation,
-                      "perplexity": math.exp(min(validation, 50)), "bits_per_byte": bits_per_byte, "sample": sample}
+                      "perplexity": perplexity, "bits_per_byte": bits_per_byte, "sample": sample}
             metrics.write(record)
             display.note(
                 f"step {step}: validation loss {validation:.4f} (train {losses['train']:.4f}), perplexity {record['perplexity']:.2f}, "
@@ -465,14 +469,19 @@ class Trainer:
         total, tokens = distributed.sum_over_processes(total, group), distributed.sum_over_processes(tokens, group)
         validation = float(total / tokens)
         if group.is_main:
-            bits_per_byte = validation / math.log(2) / corpus.validation_bytes_per_token
+            perplexity, bits_per_byte = _scores(validation, corpus)
             whole = "the whole validation split" if limit + 1 >= len(corpus.validation) else "the first validation tokens"
-            metrics.write({"kind": "final", "step": step, "validation_loss": validation, "perplexity": math.exp(min(validation, 50)),
+            metrics.write({"kind": "final", "step": step, "validation_loss": validation, "perplexity": perplexity,
                            "bits_per_byte": bits_per_byte, "tokens": int(tokens)})
             display.note(f"step {step}: validation loss {validation:.4f} over {whole} ({int(tokens):,} tokens), "
-                         f"perplexity {math.exp(min(validation, 50)):.2f}, {bits_per_byte:.3f} bits/byte")
+                         f"perplexity {perplexity:.2f}, {bits_per_byte:.3f} bits/byte")
             plot_loss_curve(metrics.records(), self.run_folder / PLOT_FILE, f"Training {Path(config.data).name}")
         return validation, int(tokens)
+
+
+def _scores(loss: float, corpus) -> tuple[float, float]:
+    """A validation loss (nats/token) as perplexity and as bits per byte of text (comparable across tokenizers)."""
+    return math.exp(min(loss, 50)), loss / math.log(2) / corpus.validation_bytes_per_token
 
 
 def train(config: TrainingConfig) -> TrainingResult:
