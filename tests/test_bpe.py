@@ -253,3 +253,98 @@ def test_special_tokens_in_the_corpus_are_not_learned():
     text = "<|endoftext|>" * 100 + "ab"
     tokenizer = train_bpe(text, 300, "gpt2")
     assert b"endoftext" not in tokenizer.ranks
+
+
+# -- the edges: long words, surrogates, raw bytes -------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["x" * 200_000, "".join(__import__("random").Random(3).choices("abcdefghij", k=50_000))])
+def test_a_long_word_gives_tiktoken_ids(word, o200k_python, tiktoken_oracle):
+    assert o200k_python.encode(word) == tiktoken_oracle("o200k_base").encode(word)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(word=st.binary(min_size=1, max_size=300))
+def test_heap_merge_equals_the_step_by_step_merge(word, o200k_python):
+    """Past LONG_PIECE_BYTES the merges come from a heap; they must be the explained ones."""
+    from lanterne.tokenization import bpe_merges
+
+    ids, starts = bpe_merges._byte_pair_encode_heap(word, o200k_python.ranks, o200k_python._byte_ranks)
+    parts = [word[start:end] for start, end in zip(starts, starts[1:])]
+    assert parts == explain_merges(word, o200k_python.ranks)[-1]
+    assert ids == [o200k_python.ranks[part] for part in parts]
+
+
+@pytest.mark.parametrize("backend", ["python", "tiktoken"])
+def test_surrogates_are_read_as_tiktoken_reads_them(backend, tiktoken_oracle):
+    cl100k = load("cl100k_base", backend=backend)
+    assert cl100k.encode("\ud83d\udc4d") == [9468, 239, 235] == cl100k.encode("👍")  # a pair: the character it encodes
+    assert cl100k.encode("\ud83d") == cl100k.encode("\ufffd") == [5809]  # alone: U+FFFD
+    for text in ["a\udce9b", "x\udc4d\ud83d", "\ud83d\udc4d<|endoftext|>"]:
+        assert cl100k.encode(text, disallowed_special=()) == tiktoken_oracle("cl100k_base").encode(text, disallowed_special=())
+    tokens = cl100k.tokens("ok \ud83d\udc4d!")
+    assert [(token.start, token.end) for token in tokens][-1] == (5, 6)  # spans index the text as given
+    assert [token.id for token in tokens] == cl100k.encode("ok \ud83d\udc4d!")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=40) | st.text(max_size=20).map(lambda text: text.encode("utf-8", "replace")[:-1]))
+def test_raw_bytes_encode_as_in_tiktoken(data, cl100k_python, tiktoken_oracle):
+    assert cl100k_python.encode_bytes(data) == tiktoken_oracle("cl100k_base")._encode_bytes(data)
+    assert cl100k_python.decode_bytes(cl100k_python.encode_bytes(data)) == data
+
+
+# -- tiktoken's API ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=tricky_text)
+def test_offsets_equal_tiktoken(text, cl100k_python, tiktoken_oracle):
+    ids = cl100k_python.encode(text, disallowed_special=())
+    assert cl100k_python.decode_with_offsets(ids) == tiktoken_oracle("cl100k_base").decode_with_offsets(ids)
+
+
+@pytest.mark.parametrize("backend", ["python", "tiktoken"])
+def test_batches_equal_one_by_one(backend):
+    o200k = load("o200k_base", backend=backend)
+    texts = ["hello world", "l'été <|endoftext|>", "", "👍" * 3]
+    encoded = o200k.encode_batch(texts, allowed_special="all")
+    assert encoded == [o200k.encode(text, allowed_special="all") for text in texts]
+    assert o200k.encode_ordinary_batch(texts) == [o200k.encode_ordinary(text) for text in texts]
+    assert o200k.decode_batch(encoded) == texts
+    assert o200k.decode_bytes_batch(encoded) == [text.encode() for text in texts]
+    with pytest.raises(SpecialTokenError):
+        o200k.encode_batch(texts)
+
+
+def test_single_tokens_and_the_vocabulary_as_tiktoken_names_it(cl100k_python, tiktoken_oracle):
+    oracle = tiktoken_oracle("cl100k_base")
+    assert (cl100k_python.n_vocab, cl100k_python.max_token_value, cl100k_python.eot_token) == (
+        oracle.n_vocab, oracle.max_token_value, oracle.eot_token
+    )
+    assert cl100k_python.special_tokens_set == oracle.special_tokens_set
+    for token_id in [0, 15339, 100256 - 1, 100257, 100276]:
+        assert cl100k_python.encode_single_token(cl100k_python.decode_single_token_bytes(token_id)) == token_id
+    assert cl100k_python.encode_single_token("<|fim_prefix|>") == 100258
+    with pytest.raises(TokenizerError, match="not a single token"):
+        cl100k_python.encode_single_token("hello world")
+    with pytest.raises(TokenizerError, match="unused"):  # cl100k has no token 100256
+        cl100k_python.decode_single_token_bytes(100256)
+
+
+def test_encoding_for_model():
+    from lanterne.tokenization.tiktoken_files import encoding_for_model, vocabulary_for_model
+
+    assert vocabulary_for_model("gpt-4o") == "o200k_base" and vocabulary_for_model("gpt-4o-2024-05-13") == "o200k_base"
+    assert vocabulary_for_model("gpt-3.5-turbo-0301") == "cl100k_base" and vocabulary_for_model("text-davinci-003") == "p50k_base"
+    assert encoding_for_model("gpt-oss-120b").name == "o200k_harmony"
+    assert encoding_for_model("gpt-oss-120b").encode("<|start|>", allowed_special="all") == [200006]
+    with pytest.raises(TokenizerError, match="no known vocabulary"):
+        vocabulary_for_model("llama-3")
+
+
+def test_a_tokenizer_pickles(o200k_python):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(o200k_python))
+    assert copy.encode(LECTURE_SENTENCE) == LECTURE_IDS

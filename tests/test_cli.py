@@ -96,3 +96,15 @@ def test_console_script_exit_status():
     )
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+
+
+def test_an_argument_that_is_not_utf8_is_one_line():
+    """`lanterne tokenize $'caf\\xe9'` from a Latin-1 terminal: the bytes reach Python as surrogate escapes."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"}
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"lanterne.cli", b"tokenize", b"caf\xe9"],
+        capture_output=True, env=env, timeout=120,
+    )
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.count("\n") == 1 and "not valid UTF-8 (byte 0xe9 at character 3)" in err and "Traceback" not in err

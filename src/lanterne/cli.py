@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lanterne import __version__
-from lanterne.errors import ConfigError, InputFileError, LanterneError
+from lanterne.errors import ConfigError, InputFileError, InputTextError, LanterneError
 
 DEFAULT_TOKENIZER = "o200k_base"
 DEFAULT_MODEL = "gpt2"
@@ -352,10 +352,28 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
 
 
+def _check_utf8_arguments(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python hands its bytes over as lone surrogates)."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as error:
+                char = ord(item[error.start])
+                what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"surrogate U+{char:04X}"
+                raise InputTextError(
+                    f"the {name.replace('_', ' ')} argument is not valid UTF-8 ({what} at character {error.start}); "
+                    "set the terminal to UTF-8 (e.g. LANG=C.UTF-8) or pass the text from a UTF-8 file"
+                ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_utf8_arguments(args)
         args.run(args)
     except LanterneError as error:
         print(f"lanterne: error: {error}", file=sys.stderr)

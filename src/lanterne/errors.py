@@ -13,6 +13,10 @@ class InputFileError(LanterneError):
     """A file given by the user is missing, empty, binary or not UTF-8 text."""
 
 
+class InputTextError(LanterneError):
+    """Text given on the command line that cannot be read (not valid UTF-8)."""
+
+
 class TokenizerError(LanterneError):
     """A tokenizer was asked something it cannot do (unknown id, bad settings, ...)."""
 

@@ -8,7 +8,6 @@ vocabulary. The token id is the rank. This is tiktoken's algorithm, so ids match
 from __future__ import annotations
 
 import base64
-from functools import cached_property
 from itertools import chain
 from typing import Any, Collection, Iterable, Literal, Sequence
 
@@ -17,8 +16,7 @@ import regex
 from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Token, Tokenizer
 from lanterne.tokenization.bpe_merges import byte_pair_encode, explain_merges
-from lanterne.tokenization.patterns import pattern_name, resolve_pattern
-from lanterne.tokenization.unicode_classes import pin_unicode
+from lanterne.tokenization.patterns import PreTokenizer, pattern_name
 
 Backend = Literal["auto", "python", "tiktoken"]
 
@@ -66,18 +64,19 @@ class ByteLevelBPE(Tokenizer):
                 f"(first: {missing_bytes[0]}); the file is incomplete or not byte-level"
             )
         self.ranks = dict(ranks)
-        self.pattern = resolve_pattern(pattern)
+        self._pre_tokenizer = PreTokenizer(pattern)
+        self.pattern = self._pre_tokenizer.pattern
         self.special_tokens = dict(special_tokens or {})
         self.name = name
         self.decoder: dict[int, bytes] = {rank: token for token, rank in self.ranks.items()}
         if len(self.decoder) != len(self.ranks):
             raise VocabularyFileError("byte-level BPE vocabulary gives the same id to two tokens; the file is corrupt")
+        normal_ids = set(self.decoder)  # before the special tokens join it
         for text, token_id in self.special_tokens.items():
-            if token_id in self.decoder:
+            if token_id in normal_ids:
                 raise VocabularyFileError(f"special token {text!r} reuses id {token_id}, already a normal token")
-            self.decoder[token_id] = text.encode("utf-8")
+            self.decoder[token_id] = text.encode("utf-8")  # two special names for one id: the last decodes, as in tiktoken
         self._size = max(self.decoder) + 1
-        self._regex = regex.compile(self.pattern)
         self._byte_ranks = [self.ranks[bytes([b])] for b in range(256)]
         self._cache: dict[str, tuple[int, ...]] = {}
         if backend not in ("auto", "python", "tiktoken"):
@@ -153,25 +152,9 @@ class ByteLevelBPE(Tokenizer):
 
     # -- pre-tokenization -----------------------------------------------------------------------
 
-    @cached_property
-    def _pinned(self) -> tuple[Any, frozenset[str]]:
-        """The pattern with its letter/digit classes pinned to Unicode 16.0 (see `unicode_classes`), compiled."""
-        pinned = pin_unicode(self.pattern)
-        return regex.compile(pinned.pattern), pinned.disagreements
-
-    def _pre_tokenizer(self, strings: Iterable[str]) -> Any:
-        """The compiled pattern to cut text made of `strings` with: the plain one, unless a character
-        in them is classed differently by the installed `regex` and by Unicode 16.0 (tiktoken's)."""
-        pinned, disagreements = self._pinned
-        if disagreements and not disagreements.isdisjoint("".join(strings)):
-            return pinned
-        return self._regex
-
     def pre_tokenize(self, text: str) -> list[str]:
         """The pieces the pattern cuts `text` into; BPE never merges across two pieces."""
-        pieces = self._regex.findall(text)
-        pre_tokenizer = self._pre_tokenizer(set(pieces))
-        return pieces if pre_tokenizer is self._regex else pre_tokenizer.findall(text)
+        return self._pre_tokenizer.split(text)
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -186,20 +169,20 @@ class ByteLevelBPE(Tokenizer):
             return self._encode_ordinary_python(repair_surrogates(text))
 
     def _encode_ordinary_python(self, text: str) -> list[int]:
-        pieces = self._regex.findall(text)
+        pieces = self._pre_tokenizer.split(text)
         distinct = set(pieces)
-        pre_tokenizer = self._pre_tokenizer(distinct)
-        if pre_tokenizer is not self._regex:
-            pieces = pre_tokenizer.findall(text)
-            distinct = set(pieces)
         cache = self._cache
         # Encode each distinct new piece once; the rest is dictionary look-ups done in C.
         new_pieces = distinct.difference(cache)
         if len(cache) + len(new_pieces) > _CACHE_LIMIT:
             cache.clear()
             new_pieces = distinct
+        # The loop of `_encode_piece`, inlined: a cold cache runs it for tens of thousands of pieces.
+        rank_of, ranks, byte_ranks = self.ranks.get, self.ranks, self._byte_ranks
         for piece in new_pieces:
-            cache[piece] = self._encode_piece(piece)
+            data = piece.encode("utf-8")
+            rank = rank_of(data)
+            cache[piece] = (rank,) if rank is not None else tuple(byte_pair_encode(data, ranks, byte_ranks)[0])
         return list(chain.from_iterable(map(cache.__getitem__, pieces)))
 
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
@@ -341,7 +324,7 @@ class ByteLevelBPE(Tokenizer):
             if special:
                 result.append(Token(self.special_tokens[segment], segment, offset, offset + len(segment)))
             else:
-                for match in self._pre_tokenizer([segment]).finditer(segment):
+                for match in self._pre_tokenizer.finditer(segment):
                     piece_ids = self._cache.get(match.group()) or self._encode_piece(match.group())
                     result += _piece_tokens(match.group(), piece_ids, self.decoder, offset + match.start())
             offset += len(segment)

@@ -26,22 +26,22 @@ def byte_pair_encode(piece: bytes, ranks: dict[bytes, int], byte_ranks: list[int
     if len(piece) >= LONG_PIECE_BYTES:
         return _byte_pair_encode_heap(piece, ranks, byte_ranks)
     rank_of = ranks.get
-    # Part k is piece[starts[k]:starts[k + 1]] with id ids[k]; pair_ranks[k] is the rank of parts k and k+1 joined.
+    # Part k is piece[starts[k]:starts[k + 1]]; pair_ranks[k] is the rank of parts k and k+1 joined.
     starts = list(range(len(piece) + 1))
-    ids = [byte_ranks[byte] for byte in piece]
     pair_ranks = [rank_of(piece[i : i + 2], _MISSING) for i in range(len(piece) - 1)]
     while pair_ranks:
         best = min(pair_ranks)
         if best == _MISSING:
             break
-        i = pair_ranks.index(best)  # leftmost of the lowest rank
-        ids[i] = best  # the joined part is the token of that rank
-        del ids[i + 1], starts[i + 1], pair_ranks[i]
+        i = pair_ranks.index(best)  # leftmost of the lowest rank: parts i and i+1 become one
+        del starts[i + 1], pair_ranks[i]
         if i > 0:
             pair_ranks[i - 1] = rank_of(piece[starts[i - 1] : starts[i + 1]], _MISSING)
         if i < len(pair_ranks):
             pair_ranks[i] = rank_of(piece[starts[i] : starts[i + 2]], _MISSING)
-    return ids, starts
+    if len(starts) == len(piece) + 1:  # nothing merged
+        return [byte_ranks[byte] for byte in piece], starts
+    return [rank_of(piece[start:end]) for start, end in zip(starts, starts[1:])], starts
 
 
 def _byte_pair_encode_heap(piece: bytes, ranks: dict[bytes, int], byte_ranks: list[int]) -> tuple[list[int], list[int]]:

@@ -12,6 +12,7 @@ many, plus what it lacks" — usually a few dozen ranges — so matching stays a
 from __future__ import annotations
 
 import gzip
+import re
 import sys
 from array import array
 from bisect import bisect_right
@@ -161,3 +162,86 @@ def pin_unicode(pattern: str) -> PinnedPattern:
         return PinnedPattern(pattern, frozenset())
     # V1 turns full case-folding on for (?i); (?-f) keeps the simple folding that tiktoken and V0 use.
     return PinnedPattern(f"(?V1-f){rewritten}", frozenset(disagreements))
+
+
+# Unicode's White_Space property: what `\s` means for tiktoken's engine and for `regex`. It has not
+# changed since Unicode 6.3. Python's `re` would also count U+001C..U+001F, hence the spelling out.
+WHITE_SPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+_PATTERN_TOKEN = regex.compile(r"\\[pP]\{\w+\}|\\.|\[\^?|\]|.", regex.DOTALL)
+_GROUP_FLAGS = regex.compile(r"\?([a-zA-Z-]*)([:)])")
+_UNICODE_ESCAPES = set("wWdDbB")  # their meaning in `re` follows Python's own Unicode tables
+
+
+def _members(escape: str, alphabet: frozenset[str]) -> set[str] | None:
+    """The characters of `alphabet` that the class `escape` matches, None if it is no class (e.g. `\\n`).
+
+    Raises ValueError for an escape whose meaning `re` would not reproduce.
+    """
+    if escape in ("\\s", "\\S"):
+        spaces = alphabet & WHITE_SPACE
+        return set(spaces) if escape == "\\s" else set(alphabet - spaces)
+    match = _ESCAPE.fullmatch(escape)
+    if match and match.group(1):
+        name = match.group(2)
+        if not _is_general_category(name):
+            raise ValueError(f"property {name} is not a general category")
+        inside = {char for char in alphabet if category(char).startswith(name)}
+        return inside if match.group(1) == "p" else set(alphabet - inside)
+    if escape[1] in _UNICODE_ESCAPES:
+        raise ValueError(f"escape {escape} is not spelled out")
+    return None
+
+
+def specialise(pattern: str, alphabet: frozenset[str]) -> str | None:
+    """`pattern` for Python's `re`, exact on any text made only of `alphabet`, or None if it cannot be.
+
+    Each class (`\\p{L}`, `\\P{N}`, `\\s`, ...) is spelled out as the characters of `alphabet` it
+    contains, by Unicode 16.0's categories: `re` matches a short list of characters faster than
+    `regex` looks up a property, and the text's other characters never need an answer.
+    """
+    out: list[str] = []
+    content: list[str] | None = None  # inside a [...] set: its items so far
+    negated = False
+    ignore_case = [False]  # per open group: does (?i) apply inside it
+    for match in _PATTERN_TOKEN.finditer(pattern):
+        token = match.group()
+        if content is None and token == "(":
+            flags = _GROUP_FLAGS.match(pattern, match.end())
+            if flags and flags.group(2) == ")" and "i" in flags.group(1):
+                return None  # (?i) for the rest of the pattern
+            ignore_case.append(ignore_case[-1] or bool(flags and "i" in flags.group(1).split("-")[0]))
+        elif content is None and token == ")" and len(ignore_case) > 1:
+            ignore_case.pop()
+        if token.startswith("\\"):
+            try:
+                members = _members(token, alphabet)
+            except ValueError:
+                return None
+            if members is not None and ignore_case[-1]:
+                return None  # a spelled-out class would also match the other case of its letters
+            items = token if members is None else "".join(re.escape(char) for char in sorted(members))
+            if content is not None:
+                content.append(items)
+            elif members is None:
+                out.append(token)
+            else:
+                out.append(f"[{items}]" if items else "(?!)")
+        elif token in ("[", "[^"):
+            if content is not None:
+                return None  # a nested set: `regex` syntax that `re` reads otherwise
+            content, negated = [], token == "[^"
+        elif token == "]" and content is not None:
+            if not content:
+                return None  # "[]...]": a literal ']' first, read differently by the two engines
+            items = "".join(content)
+            if items:
+                out.append(f"[{'^' if negated else ''}{items}]")
+            else:  # every item was a class with no member in this alphabet
+                out.append("(?s:.)" if negated else "(?!)")
+            content = None
+        elif content is not None:
+            content.append(token)
+        else:
+            out.append(token)
+    return "".join(out) if content is None else None
