@@ -23,7 +23,8 @@ from lanterne.errors import (
     UnknownTokenizerError,
     VocabularyFileError,
 )
-from lanterne.tokenization.bpe import ByteLevelBPE, bytes_to_unicode
+from lanterne.tokenization.bpe import ByteLevelBPE
+from lanterne.tokenization.utf8 import bytes_to_unicode
 from lanterne.tokenization.huggingface import load_from_hub, load_tokenizer_json
 from lanterne.tokenization.patterns import GPT2_PATTERN
 from lanterne.tokenization.wordpiece import WordPieceTokenizer

@@ -7,7 +7,6 @@ vocabulary. The token id is the rank. This is tiktoken's algorithm, so ids match
 
 from __future__ import annotations
 
-import base64
 from itertools import chain
 from typing import Any, Collection, Iterable, Literal, Sequence
 
@@ -17,23 +16,12 @@ from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileErr
 from lanterne.tokenization.base import Token, Tokenizer
 from lanterne.tokenization.bpe_merges import byte_pair_encode, explain_merges
 from lanterne.tokenization.patterns import PreTokenizer, pattern_name
+from lanterne.tokenization.utf8 import bytes_to_unicode, char_of_byte, is_blank, repair_surrogates, repair_surrogates_with_origin
 
 Backend = Literal["auto", "python", "tiktoken"]
 
 # Pieces already encoded are remembered; natural text repeats a few tens of thousands of words.
 _CACHE_LIMIT = 200_000
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for every byte (space -> 'Ġ', newline -> 'Ċ'), as in tokenizer.json files."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    mapping = {byte: chr(byte) for byte in printable}
-    shift = 0
-    for byte in range(256):
-        if byte not in mapping:
-            mapping[byte] = chr(256 + shift)
-            shift += 1
-    return mapping
 
 
 class ByteLevelBPE(Tokenizer):
@@ -228,8 +216,8 @@ class ByteLevelBPE(Tokenizer):
         piece_ids = [self._encode_piece(piece) for piece in self.pre_tokenize(data[:valid].decode("utf-8"))]
         ids = list(chain.from_iterable(piece_ids))
         unstable = len(piece_ids[-1]) if piece_ids else 0
-        if unstable and _is_blank(self.decoder[ids[-unstable]]):
-            while unstable < len(ids) and _is_blank(self.decoder[ids[-unstable - 1]]):
+        if unstable and is_blank(self.decoder[ids[-unstable]]):
+            while unstable < len(ids) and is_blank(self.decoder[ids[-unstable - 1]]):
                 unstable += 1
         tail = self.decode_bytes(ids[len(ids) - unstable :]) + data[valid:]
         return ids[: len(ids) - unstable] + list(self._encode_piece_bytes(tail))
@@ -384,11 +372,11 @@ class ByteLevelBPE(Tokenizer):
         """
         pieces = self.decode_tokens_bytes(ids)
         text = self.decode(ids, errors="strict")
-        char_of_byte = _char_of_byte(text)
+        owner = char_of_byte(text)
         offsets = []
         position = 0
         for data in pieces:
-            offsets.append(char_of_byte[position] if data else len(text))
+            offsets.append(owner[position] if data else len(text))
             position += len(data)
         return text, offsets
 
@@ -447,73 +435,13 @@ class ByteLevelBPE(Tokenizer):
 
 def _piece_tokens(piece: str, piece_ids: Iterable[int], decoder: dict[int, bytes], start: int) -> list[Token]:
     """Tokens of one pre-token with character spans; a token inside a character covers that character."""
-    char_of_byte = _char_of_byte(piece)
+    owner = char_of_byte(piece)
     tokens = []
     byte_position = 0
     for token_id in piece_ids:
         data = decoder[token_id]
-        first = char_of_byte[byte_position]
-        last = char_of_byte[byte_position + len(data) - 1]
+        first = owner[byte_position]
+        last = owner[byte_position + len(data) - 1]
         tokens.append(Token(token_id, data.decode("utf-8", errors="replace"), start + first, start + last + 1))
         byte_position += len(data)
     return tokens
-
-
-def _char_of_byte(text: str) -> list[int]:
-    """For each byte of `text` in UTF-8, the index of the character that holds it."""
-    char_of_byte: list[int] = []
-    for index, char in enumerate(text):
-        char_of_byte += [index] * len(char.encode("utf-8", errors="surrogatepass"))
-    return char_of_byte
-
-
-def _is_blank(token: bytes) -> bool:
-    return all(byte in b" \n\t" for byte in token)
-
-
-def repair_surrogates(text: str) -> str:
-    """`text` as UTF-8 can hold it, as tiktoken reads it: a high+low surrogate pair becomes the
-    character it encodes, a lone surrogate becomes U+FFFD."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def repair_surrogates_with_origin(text: str) -> tuple[str, list[int] | None]:
-    """`repair_surrogates(text)`, and where each of its characters (and its end) starts in `text`;
-    (text, None) when `text` has no surrogate."""
-    try:
-        text.encode("utf-8")
-        return text, None
-    except UnicodeEncodeError:
-        pass
-    repaired = repair_surrogates(text)
-    origin = []
-    position = 0
-    for char in repaired:
-        origin.append(position)
-        position += 2 if ord(char) > 0xFFFF and text[position] != char else 1
-    origin.append(position)
-    return repaired, origin
-
-
-def ranks_from_base64_lines(lines: Iterable[bytes], source: str) -> dict[bytes, int]:
-    """Parse `.tiktoken` lines ("<base64 token> <rank>") into ranks, naming the first bad line."""
-    ranks: dict[bytes, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        try:
-            if len(fields) != 2:
-                raise ValueError("expected two fields")
-            token = base64.b64decode(fields[0], validate=True)
-            rank = int(fields[1])
-        except (ValueError, base64.binascii.Error):
-            raise VocabularyFileError(
-                f"{source}: line {number} is not '<base64 token> <rank>'; the file is corrupt or truncated, fetch it again"
-            ) from None
-        if token in ranks:
-            raise VocabularyFileError(f"{source}: line {number} repeats a token; the file is corrupt")
-        ranks[token] = rank
-    if not ranks:
-        raise VocabularyFileError(f"{source}: no tokens in the file; it is empty or not a .tiktoken vocabulary")
-    return ranks

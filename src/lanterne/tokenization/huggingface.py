@@ -15,7 +15,8 @@ from typing import Any
 
 from lanterne.errors import DownloadError, InputFileError, TokenizerError, UnknownTokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Tokenizer
-from lanterne.tokenization.bpe import Backend, ByteLevelBPE, bytes_to_unicode
+from lanterne.tokenization.bpe import Backend, ByteLevelBPE
+from lanterne.tokenization.utf8 import bytes_to_unicode
 from lanterne.tokenization.normalization import bert_normalization
 from lanterne.tokenization.patterns import GPT2_PATTERN
 from lanterne.tokenization.wordpiece import WordPieceTokenizer

