@@ -35,7 +35,11 @@ class GeneratedRow:
 
 
 def end_of_text_id(tokenizer) -> int | None:
-    """The tokenizer's end-of-text id (GPT-2's <|endoftext|>), which also starts an empty prompt; None if it has none."""
+    """The tokenizer's end-of-text id (its own end of sequence, else GPT-2's <|endoftext|>), which also starts
+    an empty prompt; None if it has none."""
+    own = getattr(tokenizer, "eos_id", None)
+    if own is not None:
+        return own
     specials = getattr(tokenizer, "special_tokens", None) or {}
     return specials.get(END_OF_TEXT)
 

@@ -2,6 +2,7 @@
 
 Each block is pre-norm: x + attention(norm(x)), then x + feed-forward(norm(x)). The last vector
 of each position, normalised and multiplied by the (tied) embedding matrix, scores every token.
+One model for GPT-2, Llama and Gemma 3: their differences are options of `GPTConfig`.
 """
 
 from __future__ import annotations
@@ -20,35 +21,49 @@ from lanterne.config import GPTConfig
 from lanterne.embedding import Embeddings
 from lanterne.errors import ModelInputError
 from lanterne.feedforward import FeedForward
+from lanterne.layer_norm import make_norm
+from lanterne.positions import RotaryEmbedding
 
 if TYPE_CHECKING:
     from lanterne.tokenization import Tokenizer
 
 
 class Block(nn.Module):
-    """One Transformer block: attention mixes tokens, feed-forward refines each; both with residuals."""
+    """One Transformer block: attention mixes tokens, feed-forward refines each; both with residuals.
 
-    def __init__(self, config: GPTConfig) -> None:
+    With config.post_norms (Gemma), each sub-block's output is normalised again before it is added.
+    """
+
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
-        self.norm_attention = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
-        self.attention = CausalSelfAttention(config)
-        self.norm_feedforward = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.norm_attention = make_norm(config)
+        self.attention = CausalSelfAttention(config, layer)
+        self.norm_feedforward = make_norm(config)
         self.feedforward = FeedForward(config)
+        self.post_norm_attention = make_norm(config) if config.post_norms else None
+        self.post_norm_feedforward = make_norm(config) if config.post_norms else None
 
     def forward(
         self,
         x: torch.Tensor,
         *,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
         key_mask: torch.Tensor | None = None,
         explain: bool = False,
     ) -> tuple[torch.Tensor, AttentionDetails | None]:
         """x: (batch, time, d_model) -> same shape."""
-        mixed, details = self.attention(self.norm_attention(x), cache=cache, layer=layer, key_mask=key_mask, explain=explain)
+        mixed, details = self.attention(
+            self.norm_attention(x), rotary=rotary, cache=cache, layer=layer, key_mask=key_mask, explain=explain
+        )
+        if self.post_norm_attention is not None:
+            mixed = self.post_norm_attention(mixed)
         x = x + mixed
-        x = x + self.feedforward(self.norm_feedforward(x))
-        return x, details
+        refined = self.feedforward(self.norm_feedforward(x))
+        if self.post_norm_feedforward is not None:
+            refined = self.post_norm_feedforward(refined)
+        return x + refined, details
 
 
 @dataclass
@@ -71,8 +86,12 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
+        self.final_norm = make_norm(config)
+        if config.positions == "rope":
+            self.rotary = RotaryEmbedding(config.head_dim, config.rope_base)
+            # Gemma 3's sliding-window layers turn at their own base.
+            self.rotary_local = RotaryEmbedding(config.head_dim, config.rope_local_base) if config.rope_local_base else None
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.token.weight
@@ -142,10 +161,15 @@ class GPT(nn.Module):
         if positions is None:
             positions = torch.arange(past_length, past_length + time, device=ids.device)
         x = self.embeddings(ids.long(), positions)  # (batch, time, d_model)
+        rotary = rotary_local = None
+        if self.config.positions == "rope":
+            rotary = self.rotary(positions)
+            rotary_local = self.rotary_local(positions) if self.rotary_local is not None else rotary
         hidden_states = [x] if inspect else None
         attentions = [] if inspect else None
         for layer, block in enumerate(self.blocks):
-            x, details = block(x, cache=cache, layer=layer, key_mask=key_mask, explain=inspect)
+            turn = rotary_local if self.config.is_sliding(layer) else rotary
+            x, details = block(x, rotary=turn, cache=cache, layer=layer, key_mask=key_mask, explain=inspect)
             if inspect:
                 hidden_states.append(x)
                 attentions.append(details)
@@ -177,7 +201,7 @@ class GPT(nn.Module):
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of parameters (tied matrices counted once); `non_embedding` leaves out position embeddings, as nanoGPT."""
         total = sum(parameter.numel() for parameter in self.parameters())
-        if non_embedding:
+        if non_embedding and self.embeddings.position is not None:
             total -= self.embeddings.position.weight.numel()
         return total
 

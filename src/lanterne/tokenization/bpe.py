@@ -44,18 +44,25 @@ class ByteLevelBPE(Tokenizer):
         *,
         name: str | None = None,
         backend: Backend = "auto",
+        eos_token: str | None = None,
+        unknown_bytes: Literal["error", "drop"] = "error",
     ) -> None:
         missing_bytes = [b for b in range(256) if bytes([b]) not in ranks]
-        if missing_bytes:
+        if missing_bytes and unknown_bytes == "error":
             raise VocabularyFileError(
                 f"byte-level BPE vocabulary lacks {len(missing_bytes)} of the 256 single bytes "
                 f"(first: {missing_bytes[0]}); the file is incomplete or not byte-level"
             )
+        # HuggingFace's BPE skips a byte that has no token (SmolLM2 lacks 21, control bytes among them).
+        self._missing_bytes = bytes(missing_bytes)
         self.ranks = dict(ranks)
         self._pre_tokenizer = PreTokenizer(pattern)
         self.pattern = self._pre_tokenizer.pattern
         self.special_tokens = dict(special_tokens or {})
         self.name = name
+        if eos_token is not None and eos_token not in self.special_tokens:
+            raise VocabularyFileError(f"the end-of-sequence token {eos_token!r} is not one of the special tokens")
+        self.eos_token = eos_token
         self.decoder: dict[int, bytes] = {rank: token for token, rank in self.ranks.items()}
         if len(self.decoder) != len(self.ranks):
             raise VocabularyFileError("byte-level BPE vocabulary gives the same id to two tokens; the file is corrupt")
@@ -65,7 +72,7 @@ class ByteLevelBPE(Tokenizer):
                 raise VocabularyFileError(f"special token {text!r} reuses id {token_id}, already a normal token")
             self.decoder[token_id] = text.encode("utf-8")  # two special names for one id: the last decodes, as in tiktoken
         self._size = max(self.decoder) + 1
-        self._byte_ranks = [self.ranks[bytes([b])] for b in range(256)]
+        self._byte_ranks = [self.ranks.get(bytes([b]), -1) for b in range(256)]
         self._cache: dict[str, tuple[int, ...]] = {}
         if backend not in ("auto", "python", "tiktoken"):
             raise TokenizerError(f"unknown BPE backend {backend!r}; use 'auto', 'python' or 'tiktoken'")
@@ -81,7 +88,7 @@ class ByteLevelBPE(Tokenizer):
 
     @property
     def lossless(self) -> bool:
-        return True
+        return not self._missing_bytes
 
     @property
     def n_vocab(self) -> int:
@@ -96,6 +103,11 @@ class ByteLevelBPE(Tokenizer):
     def eot_token(self) -> int | None:
         """The id of `<|endoftext|>`, or None if this vocabulary has no such token."""
         return self.special_tokens.get("<|endoftext|>")
+
+    @property
+    def eos_id(self) -> int | None:
+        """The id that ends a sequence (the model's own, else `<|endoftext|>`), or None."""
+        return self.special_tokens.get(self.eos_token or "<|endoftext|>")
 
     @property
     def special_tokens_set(self) -> set[str]:
@@ -118,6 +130,10 @@ class ByteLevelBPE(Tokenizer):
             return self._fast
         self._fast_checked = True
         if self.backend_request == "python":
+            return None
+        if self._missing_bytes:  # tiktoken needs a token for every byte
+            if self.backend_request == "tiktoken":
+                raise TokenizerError("the tiktoken backend needs a token for each of the 256 bytes; this vocabulary lacks some")
             return None
         try:
             import tiktoken
@@ -166,9 +182,11 @@ class ByteLevelBPE(Tokenizer):
             cache.clear()
             new_pieces = distinct
         # The loop of `_encode_piece`, inlined: a cold cache runs it for tens of thousands of pieces.
-        rank_of, ranks, byte_ranks = self.ranks.get, self.ranks, self._byte_ranks
+        rank_of, ranks, byte_ranks, missing = self.ranks.get, self.ranks, self._byte_ranks, self._missing_bytes
         for piece in new_pieces:
             data = piece.encode("utf-8")
+            if missing:
+                data = data.translate(None, missing)
             rank = rank_of(data)
             cache[piece] = (rank,) if rank is not None else tuple(byte_pair_encode(data, ranks, byte_ranks)[0])
         return list(chain.from_iterable(map(cache.__getitem__, pieces)))
@@ -178,6 +196,8 @@ class ByteLevelBPE(Tokenizer):
         return self._encode_piece_bytes(piece.encode("utf-8"))
 
     def _encode_piece_bytes(self, data: bytes) -> tuple[int, ...]:
+        if self._missing_bytes:
+            data = data.translate(None, self._missing_bytes)
         rank = self.ranks.get(data)
         if rank is not None:
             return (rank,)
@@ -314,7 +334,7 @@ class ByteLevelBPE(Tokenizer):
             else:
                 for match in self._pre_tokenizer.finditer(segment):
                     piece_ids = self._cache.get(match.group()) or self._encode_piece(match.group())
-                    result += _piece_tokens(match.group(), piece_ids, self.decoder, offset + match.start())
+                    result += _piece_tokens(match.group(), piece_ids, self.decoder, offset + match.start(), self._missing_bytes)
             offset += len(segment)
         if origin is None:
             return result
@@ -406,6 +426,7 @@ class ByteLevelBPE(Tokenizer):
             "name": self.name,
             "pattern": name or self.pattern,
             "special_tokens": self.special_tokens,
+            "eos_token": self.eos_token,
             "vocab": vocab,
         }
 
@@ -418,7 +439,10 @@ class ByteLevelBPE(Tokenizer):
                 for rank, token in enumerate(data["vocab"])
                 if token is not None
             }
-            return cls(ranks, data["pattern"], data.get("special_tokens") or {}, name=data.get("name"), backend=backend)
+            return cls(
+                ranks, data["pattern"], data.get("special_tokens") or {}, name=data.get("name"), backend=backend,
+                eos_token=data.get("eos_token"),
+            )
         except (KeyError, TypeError) as error:
             raise VocabularyFileError(f"BPE tokenizer file is missing or has a bad entry ({error})") from None
 
@@ -433,9 +457,14 @@ class ByteLevelBPE(Tokenizer):
         return f"ByteLevelBPE({label}vocab_size={self.vocab_size}, pattern={pattern_name(self.pattern) or 'custom'})"
 
 
-def _piece_tokens(piece: str, piece_ids: Iterable[int], decoder: dict[int, bytes], start: int) -> list[Token]:
-    """Tokens of one pre-token with character spans; a token inside a character covers that character."""
+def _piece_tokens(piece: str, piece_ids: Iterable[int], decoder: dict[int, bytes], start: int, skipped: bytes = b"") -> list[Token]:
+    """Tokens of one pre-token with character spans; a token inside a character covers that character.
+
+    `skipped`: bytes the vocabulary has no token for, left out of the tokens (as HuggingFace does).
+    """
     owner = char_of_byte(piece)
+    if skipped:
+        owner = [index for index, byte in zip(owner, piece.encode("utf-8")) if byte not in skipped]
     tokens = []
     byte_position = 0
     for token_id in piece_ids:

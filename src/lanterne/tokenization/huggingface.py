@@ -203,7 +203,7 @@ def _byte_level_bpe(document: dict[str, Any], path: Path, backend: Backend, name
                 f"{path}: vocabulary token {token!r} is not in GPT-2's byte alphabet; this BPE is not byte-level"
             )
         ranks[bytes(byte_of[char] for char in token)] = int(token_id)
-    _check_merges_follow_ids(model["merges"], model["vocab"], specials, path)
+    check_merges_follow_ids(model["merges"], model["vocab"], specials, path)
     return ByteLevelBPE(ranks, pattern, specials, name=name, backend=backend)
 
 
@@ -238,7 +238,7 @@ def _byte_level_pattern(pre_tokenizer: dict[str, Any] | None, path: Path) -> str
     )
 
 
-def _check_merges_follow_ids(merges: list[Any], vocab: dict[str, int], specials: dict[str, int], path: Path) -> None:
+def check_merges_follow_ids(merges: list[Any], vocab: dict[str, int], specials: dict[str, int], path: Path | str) -> None:
     """Raise unless merge order and id order agree, so that merging by id (tiktoken) gives HuggingFace's result.
 
     HuggingFace applies merges by their place in the merge list; Lanterne and tiktoken merge the

@@ -166,9 +166,8 @@ class Encoding:
             return self._bpe.decode_batch(batch, errors=errors, num_threads=num_threads)
 
     def decode_bytes_batch(self, batch: Sequence[Sequence[int]], *, num_threads: int = 8) -> list[bytes]:
-        # num_threads is dropped: the Python path decodes one list after the other.
         with _raised_as(TokenizerError, KeyError):
-            return self._bpe.decode_bytes_batch(batch)
+            return self._bpe.decode_bytes_batch(batch, num_threads=num_threads)
 
 
 # -- the registry: tiktoken's module functions -------------------------------------------------------

@@ -1,0 +1,255 @@
+"""GGUF files (llama.cpp, Ollama, LM Studio): a model's configuration, weights and tokenizer in one file.
+
+Read through `gguf`, the format's own library: the metadata becomes a GPTConfig, each tensor is
+dequantised (F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, ...: whatever `gguf` knows) and renamed by a
+table. Dequantising takes seconds, so the result is cached once as safetensors in LANTERNE_CACHE,
+keyed by the file's SHA-256, and later loads memory-map it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lanterne.config import GPTConfig
+from lanterne.errors import CheckpointError, ConfigError, LanterneError
+from lanterne.files import atomic_path, atomic_write_text
+
+# The families Lanterne runs, by GGUF's `general.architecture`.
+ARCHITECTURES = ("llama", "gemma3")
+
+# GGUF tensor name -> Lanterne name; "{i}" is the block number. q, k and v are joined into qkv.
+NAME_MAP = {
+    "token_embd.weight": "embeddings.token.weight",
+    "output.weight": "lm_head.weight",
+    "output_norm.weight": "final_norm.weight",
+    "blk.{i}.attn_norm.weight": "blocks.{i}.norm_attention.weight",
+    "blk.{i}.attn_output.weight": "blocks.{i}.attention.output.weight",
+    "blk.{i}.attn_q_norm.weight": "blocks.{i}.attention.query_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "blocks.{i}.attention.key_norm.weight",
+    "blk.{i}.post_attention_norm.weight": "blocks.{i}.post_norm_attention.weight",
+    "blk.{i}.ffn_norm.weight": "blocks.{i}.norm_feedforward.weight",
+    "blk.{i}.post_ffw_norm.weight": "blocks.{i}.post_norm_feedforward.weight",
+    "blk.{i}.ffn_gate.weight": "blocks.{i}.feedforward.gate.weight",
+    "blk.{i}.ffn_up.weight": "blocks.{i}.feedforward.expand.weight",
+    "blk.{i}.ffn_down.weight": "blocks.{i}.feedforward.project.weight",
+}
+_QKV = ("attn_q", "attn_k", "attn_v")
+
+
+@dataclass
+class GGUFContents:
+    """What a GGUF file holds, read into Lanterne's terms."""
+
+    config: GPTConfig
+    tensors: dict[str, torch.Tensor]  # Lanterne names, fp32
+    metadata: dict[str, Any]  # every key/value of the header (tokenizer arrays included)
+
+
+def open_gguf(path: str | os.PathLike):
+    """A `gguf.GGUFReader` over `path`, or CheckpointError naming the file if it is missing, truncated or not GGUF."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"GGUF file not found: {path}")
+    try:
+        return GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} is not a readable GGUF file ({error}); it is truncated or corrupt: download it again") from None
+
+
+def read_metadata(reader) -> dict[str, Any]:
+    """The header's key/value pairs as Python values (strings, numbers, lists)."""
+    metadata = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        value = field.contents()
+        metadata[key] = value
+    return metadata
+
+
+def config_from_metadata(metadata: dict[str, Any], source: str) -> GPTConfig:
+    """A GPTConfig from a GGUF header (llama or gemma3)."""
+    architecture = metadata.get("general.architecture")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{source}: architecture {architecture!r} is not one Lanterne runs; it runs {', '.join(ARCHITECTURES)}"
+        )
+
+    def value(key: str, default: Any = None) -> Any:
+        full = f"{architecture}.{key}"
+        if full not in metadata and default is None:
+            raise CheckpointError(f"{source}: the header lacks {full}; the file is incomplete")
+        return metadata.get(full, default)
+
+    n_heads = int(value("attention.head_count"))
+    vocab_size = len(metadata.get("tokenizer.ggml.tokens") or []) or int(value("vocab_size"))
+    common = dict(
+        vocab_size=vocab_size,
+        context_length=int(value("context_length")),
+        d_model=int(value("embedding_length")),
+        n_heads=n_heads,
+        n_kv_heads=int(value("attention.head_count_kv", n_heads)),
+        n_layers=int(value("block_count")),
+        d_ff=int(value("feed_forward_length")),
+        layer_norm_epsilon=float(value("attention.layer_norm_rms_epsilon")),
+        positions="rope",
+        feedforward="gated",
+        bias=False,
+    )
+    try:
+        if architecture == "llama":
+            head_dim = int(value("rope.dimension_count", common["d_model"] // n_heads))
+            return GPTConfig(
+                **common, head_dim=head_dim, activation="silu", norm="rmsnorm", rope_base=float(value("rope.freq_base", 10_000.0))
+            )
+        head_dim = int(value("attention.key_length"))
+        return GPTConfig(
+            **common,
+            head_dim=head_dim,
+            activation="gelu_tanh",
+            norm="rmsnorm_plus_one",
+            post_norms=True,
+            qk_norm=True,
+            rope_base=float(value("rope.freq_base", 1_000_000.0)),
+            rope_local_base=10_000.0,  # not in the header: Gemma 3's sliding layers always turn at 10,000
+            attention_scale=head_dim**-0.5,  # query_pre_attn_scalar = head_dim for Gemma 3
+            sliding_window=int(value("attention.sliding_window")),
+            global_every=6,
+            embedding_scale=True,
+        )
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: the header describes no working model ({error})") from None
+
+
+def unpermute_rotary(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo llama.cpp's reordering of a Llama query/key matrix (out, in).
+
+    llama.cpp turns adjacent dimensions (0, 1), (2, 3), ... of each head; HuggingFace and Lanterne
+    turn dimension i with i + head_dim / 2. The converter reorders the rows to match; this puts them back.
+    """
+    out, inner = weight.shape
+    return weight.reshape(heads, out // heads // 2, 2, inner).transpose(1, 2).reshape(out, inner)
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFContents:
+    """Configuration, fp32 weights (Lanterne names) and metadata of a GGUF file."""
+    from gguf import quants
+
+    path = Path(path)
+    reader = open_gguf(path)
+    metadata = read_metadata(reader)
+    config = config_from_metadata(metadata, str(path))
+    architecture = metadata["general.architecture"]
+    raw: dict[str, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        try:
+            array = quants.dequantize(tensor.data, tensor.tensor_type)
+        except (NotImplementedError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{path}: tensor {tensor.name} is stored as {tensor.tensor_type.name}, which gguf {_gguf_version()} "
+                f"cannot dequantise ({error}); convert the file to another type"
+            ) from None
+        raw[tensor.name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    tensors: dict[str, torch.Tensor] = {}
+    for layer in range(config.n_layers):
+        parts = [raw.pop(f"blk.{layer}.{part}.weight", None) for part in _QKV]
+        if any(part is None for part in parts):
+            raise CheckpointError(f"{path}: block {layer} lacks its query, key or value weights; the file is incomplete")
+        if architecture == "llama":
+            parts[0] = unpermute_rotary(parts[0], config.n_heads)
+            parts[1] = unpermute_rotary(parts[1], config.n_kv_heads)
+        tensors[f"blocks.{layer}.attention.qkv.weight"] = torch.cat(parts, dim=0)
+    for name, tensor in raw.items():
+        lanterne_name = _lanterne_name(name)
+        if lanterne_name is None:
+            raise CheckpointError(f"{path}: tensor {name!r} has no place in a {architecture} model; is the file of another kind?")
+        if architecture == "gemma3" and name.endswith("norm.weight"):
+            tensor = tensor - 1.0  # llama.cpp stores Gemma's (1 + weight); Lanterne keeps the weight
+        tensors[lanterne_name] = tensor
+    if "lm_head.weight" in tensors:
+        config = config.with_changes(tie_embeddings=False)
+    return GGUFContents(config, tensors, metadata)
+
+
+def _lanterne_name(gguf_name: str) -> str | None:
+    parts = gguf_name.split(".")
+    if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
+        template = ".".join(["blk", "{i}", *parts[2:]])
+        target = NAME_MAP.get(template)
+        return target.format(i=parts[1]) if target else None
+    return NAME_MAP.get(gguf_name)
+
+
+def _gguf_version() -> str:
+    from importlib.metadata import version
+
+    return version("gguf")
+
+
+# -- the cache ------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_gguf_model(path: str | os.PathLike, *, cache_folder: Path | None = None, dtype: torch.dtype = torch.float32):
+    """A GPT from a GGUF file, with the GGUF header (for the tokenizer). The dequantised weights are
+    cached in `cache_folder`/gguf/<sha256>/ (config.json + model.safetensors) on first load."""
+    from safetensors.torch import load_file
+
+    from lanterne.checkpoints import load_state
+    from lanterne.positions import RotaryEmbedding
+    from lanterne.transformer import GPT
+
+    path = Path(path)
+    reader_metadata = None
+    folder = cache_folder / "gguf" / file_sha256(path) if cache_folder is not None else None
+    if folder is not None and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+        config = GPTConfig.from_json(folder / "config.json")
+        tensors = load_file(str(folder / "model.safetensors"))
+        reader_metadata = read_metadata(open_gguf(path))
+    else:
+        contents = read_gguf(path)
+        config, tensors, reader_metadata = contents.config, contents.tensors, contents.metadata
+        if folder is not None:
+            _write_cache(folder, config, tensors)
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        model = GPT(config)
+    model = model.to_empty(device="cpu")
+    if config.tie_embeddings:  # to_empty gave each name its own tensor
+        model.lm_head.weight = model.embeddings.token.weight
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.reset()  # buffers, not weights: computed again
+    load_state(model, tensors, str(path))
+    model.eval()
+    return model.to(dtype), reader_metadata
+
+
+def _write_cache(folder: Path, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Write the dequantised model; a failure leaves no half-written cache (the next load dequantises again)."""
+    from safetensors.torch import save_file
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.safetensors") as temporary:
+            save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temporary))
+        atomic_write_text(folder / "config.json", config.to_json())
+    except (OSError, LanterneError) as error:  # a full disk or a read-only cache: run without it
+        warnings.warn(f"the dequantised model could not be cached in {folder} ({error}); the next load dequantises again")

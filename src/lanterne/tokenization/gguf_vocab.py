@@ -1,0 +1,78 @@
+"""The tokenizer stored in a GGUF file's header: its tokens, merges, special tokens and pre-tokenizer.
+
+`tokenizer.ggml.model = "gpt2"` is a byte-level BPE (GPT-2, Llama 3, SmolLM2, Qwen2): the tokens
+are written in GPT-2's byte alphabet, the merges say which pairs join, and `tokenizer.ggml.pre`
+names the regex that cuts the text first. It becomes a `ByteLevelBPE`, so `explain`, `tokens` and
+tiktoken's exact merge rule apply to it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lanterne.errors import VocabularyFileError
+from lanterne.tokenization.bpe import Backend, ByteLevelBPE
+from lanterne.tokenization.huggingface import check_merges_follow_ids
+from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN
+from lanterne.tokenization.utf8 import bytes_to_unicode
+
+# tokenizer.ggml.pre -> the pattern llama.cpp cuts text with, as one regex.
+PRE_TOKENIZERS = {
+    "default": GPT2_PATTERN,
+    "gpt-2": GPT2_PATTERN,
+    # SmolLM: every digit alone, then GPT-2's pattern.
+    "smollm": r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+    # Llama 3: GPT-4's pattern (cl100k).
+    "llama-bpe": CL100K_PATTERN,
+    "llama3": CL100K_PATTERN,
+    # Qwen2: GPT-4's pattern, digits one by one.
+    "qwen2": (
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+        r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+    ),
+}
+
+# tokenizer.ggml.token_type values.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+
+def tokenizer_from_gguf(metadata: dict[str, Any], source: str, *, backend: Backend = "auto") -> ByteLevelBPE:
+    """The tokenizer of a GGUF header (see `interop.gguf.read_metadata`)."""
+    kind = metadata.get("tokenizer.ggml.model")
+    if kind == "gpt2":
+        return _byte_level_bpe(metadata, source, backend)
+    if kind is None:
+        raise VocabularyFileError(f"{source} holds no tokenizer (no tokenizer.ggml.model); pass one with --tokenizer")
+    raise VocabularyFileError(
+        f"{source}: tokenizer kind {kind!r} is not supported yet; Lanterne reads GGUF tokenizers of kind 'gpt2' (byte-level BPE)"
+    )
+
+
+def _byte_level_bpe(metadata: dict[str, Any], source: str, backend: Backend) -> ByteLevelBPE:
+    tokens: list[str] = list(metadata.get("tokenizer.ggml.tokens") or [])
+    types: list[int] = list(metadata.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens))
+    merges: list[str] = list(metadata.get("tokenizer.ggml.merges") or [])
+    if not tokens or len(types) != len(tokens):
+        raise VocabularyFileError(f"{source}: the tokenizer's tokens and token types are missing or of different lengths")
+    pre = metadata.get("tokenizer.ggml.pre", "default")
+    if pre not in PRE_TOKENIZERS:
+        raise VocabularyFileError(
+            f"{source}: pre-tokenizer {pre!r} is not known to Lanterne; it knows {', '.join(sorted(PRE_TOKENIZERS))}"
+        )
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    ranks: dict[bytes, int] = {}
+    specials: dict[str, int] = {}
+    for token_id, (token, token_type) in enumerate(zip(tokens, types)):
+        if token_type in (CONTROL, USER_DEFINED):
+            specials[token] = token_id  # matched in the text (when allowed), never built by merges
+        elif all(char in byte_of for char in token):
+            ranks[bytes(byte_of[char] for char in token)] = token_id
+        else:
+            raise VocabularyFileError(f"{source}: token {token_id} ({token!r}) is not in GPT-2's byte alphabet; this BPE is not byte-level")
+    check_merges_follow_ids(merges, {token: token_id for token_id, token in enumerate(tokens)}, specials, source)
+    eos_id = metadata.get("tokenizer.ggml.eos_token_id")
+    eos_token = tokens[eos_id] if eos_id is not None and 0 <= eos_id < len(tokens) and tokens[eos_id] in specials else None
+    name = metadata.get("general.name")
+    return ByteLevelBPE(
+        ranks, PRE_TOKENIZERS[pre], specials, name=name, backend=backend, eos_token=eos_token, unknown_bytes="drop"
+    )
