@@ -92,7 +92,7 @@ def test_an_unknown_name_offline_names_the_local_alternative(monkeypatch):
 
 
 def test_pickles_are_read_as_data_only(tmp_path):
-    from lanterne.checkpoints import read_pickled_weights
+    from lanterne.weights import read_pickled_weights
 
     class Payload:
         def __reduce__(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,9 +18,13 @@ from lanterne.config import MODEL_TYPE, GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, DownloadError, LanterneError
 from lanterne.files import atomic_path, atomic_write_text
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
+from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors
+
+# A training run folder: checkpoints/step-NNNNNNN/ (each a model folder plus the trainer's files), latest.json.
+CHECKPOINTS = "checkpoints"
+PROGRESS_FILE = "trainer.json"  # step, best validation loss, the training settings
+LATEST = "latest.json"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{7,})$")
 
 
 class Pretrained(NamedTuple):
@@ -51,55 +56,6 @@ def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dic
     atomic_write_text(folder / CONFIG_FILE, model.config.to_json())
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER_FILE)
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file, or CheckpointError if it is missing, truncated or corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"weights file is corrupt or truncated: {path} ({error}); save or download it again") from None
-
-
-def read_pickled_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.bin`/`.pt` file, through torch.load(weights_only=True): data only, no code runs."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad pickle; none may escape as a traceback
-        raise CheckpointError(f"cannot read {path} as plain tensors ({type(error).__name__}); convert it to safetensors") from None
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
-    return state
-
-
-def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `tensors` into `model`, refusing missing, unexpected or mis-shaped ones by name."""
-    expected = model.state_dict()
-    if model.config.tie_embeddings:
-        expected.pop("lm_head.weight")
-        tensors = {name: tensor for name, tensor in tensors.items() if name != "lm_head.weight"}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        detail = "; ".join(
-            part for part in [f"missing {', '.join(missing[:3])}" if missing else "", f"unexpected {', '.join(unexpected[:3])}" if unexpected else ""] if part
-        )
-        raise CheckpointError(f"{source}: the weights do not match the config ({detail})")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(
-                f"{source}: {name} has shape {tuple(tensor.shape)} but the config asks for {tuple(expected[name].shape)}; "
-                "the config does not match the weights"
-            )
-    with torch.no_grad():
-        for name, parameter in model.state_dict().items():
-            if name in tensors:
-                parameter.copy_(tensors[name])
 
 
 def _read_config(folder: Path) -> dict:
@@ -145,9 +101,30 @@ def load_tokenizer_of(folder: Path):
 
 
 def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None) -> Pretrained:
-    """A model and its tokenizer from a folder or a Hub name: `model, tokenizer = lanterne.load("gpt2")`."""
+    """A model and its tokenizer: `model, tokenizer = lanterne.load("gemma-3-270m")`.
+
+    Accepts a named model (`lanterne models`), a `.gguf` file, a Lanterne or HuggingFace model
+    folder, a training run folder (its latest checkpoint), or a HuggingFace Hub name ("gpt2").
+    """
+    from lanterne.models import NAMED_MODELS, model_file
+    from lanterne.tokenization.tiktoken_files import cache_folder
+
+    text = str(name_or_folder)
+    gguf_file = model_file(text, cache_folder()) if text in NAMED_MODELS else Path(text)
+    if gguf_file.is_file() and is_gguf(gguf_file):
+        from lanterne.interop.gguf import load_gguf
+
+        sha256 = NAMED_MODELS[text].sha256 if text in NAMED_MODELS else None
+        model, tokenizer = load_gguf(gguf_file, cache_folder(), sha256=sha256)
+        return Pretrained(model.to(device) if device is not None else model, tokenizer)
     folder = resolve_folder(name_or_folder)
     return Pretrained(load_model(folder, device=device), load_tokenizer_of(folder))
+
+
+def is_gguf(path: Path) -> bool:
+    """True when the file starts with GGUF's magic bytes."""
+    with open(path, "rb") as stream:
+        return stream.read(4) == b"GGUF"
 
 
 def resolve_folder(name_or_folder: str | os.PathLike) -> Path:
@@ -155,8 +132,6 @@ def resolve_folder(name_or_folder: str | os.PathLike) -> Path:
     folder = Path(name_or_folder)
     if folder.is_dir():
         if not (folder / CONFIG_FILE).is_file():
-            from lanterne.training.checkpointing import resolve_run_folder
-
             return resolve_run_folder(folder) or folder  # a training run: its latest checkpoint
         return folder
     if folder.exists():
@@ -183,3 +158,34 @@ def download_from_hub(name: str) -> Path:
             f"'{name}' is not a local folder and could not be fetched from the HuggingFace Hub ({type(error).__name__}); "
             "offline? pass a local folder holding config.json and model.safetensors"
         ) from None
+
+
+# -- training runs ------------------------------------------------------------------------------
+
+
+def checkpoint_folders(run_folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first, as (step, folder)."""
+    root = Path(run_folder) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _CHECKPOINT_NAME.match(child.name)
+        if match and (child / PROGRESS_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def resolve_run_folder(folder: Path) -> Path | None:
+    """For `lanterne.load(run_folder)`: the checkpoint latest.json points at, or None if `folder` is not a run."""
+    pointer = Path(folder) / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        target = Path(folder) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["folder"]
+    except (ValueError, KeyError):
+        target = None
+    if target is not None and target.is_dir():
+        return target
+    found = checkpoint_folders(folder)
+    return found[-1][1] if found else None

@@ -16,7 +16,6 @@ from lanterne import __version__
 from lanterne.errors import ConfigError, InputFileError, InputTextError, LanterneError
 
 DEFAULT_TOKENIZER = "o200k_base"
-DEFAULT_MODEL = "gpt2"
 # Background colours cycled over tokens, as in the lecture's tokenizer figure.
 _TOKEN_COLOURS = ["#5b3f8c", "#2e6b4f", "#8c5a2b", "#2b5c8c", "#8c2b4a"]
 
@@ -151,6 +150,22 @@ def command_tokenizers_list(args: argparse.Namespace) -> None:
         print(f"{row['name']}{also}: {where}")
 
 
+# -- lanterne models ---------------------------------------------------------------------------------
+
+
+def command_models(args: argparse.Namespace) -> None:
+    from lanterne.models import list_models
+
+    rows = list_models()
+    if args.json:
+        _print_json({"models": rows})
+        return
+    for row in rows:
+        state = "installed" if row["installed"] else f"not installed: {row['install']}"
+        print(f"{row['name']:24} {state}\n{'':24} {row['description']}; licence: {row['licence']}")
+    print("Also: any .gguf file, model folder or training run folder by path (--model PATH).")
+
+
 # -- lanterne generate / predict -------------------------------------------------------------------
 
 
@@ -158,6 +173,10 @@ def _load_model(args: argparse.Namespace):
     from lanterne.checkpoints import load
     from lanterne.errors import CheckpointError
 
+    if args.model is None:
+        from lanterne.models import default_model
+
+        args.model = default_model()
     model, tokenizer = load(args.model)
     if args.tokenizer:
         from lanterne.tokenization import load as load_tokenizer
@@ -302,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=command_tokenizers_compare)
 
+    models = verbs.add_parser("models", help="the pretrained models that run here, installed or not")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=command_models)
+
     generate = verbs.add_parser("generate", help="continue a prompt with a model")
     generate.add_argument("prompt")
     _model_arguments(generate)
@@ -348,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder or HuggingFace name (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", default=None,
+        help="named model (lanterne models), .gguf file, model folder or HuggingFace name (default: the best installed model)",
+    )
     parser.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
 
 

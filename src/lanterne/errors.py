@@ -49,6 +49,10 @@ class CheckpointError(LanterneError):
     """A model folder or weights file that is missing, corrupt, or does not match its configuration."""
 
 
+class UnknownModelError(CheckpointError):
+    """No named model has this name, and no file or folder has this path."""
+
+
 class GenerationError(LanterneError):
     """Generation settings or a prompt that cannot be used (negative temperature, empty prompt, ...)."""
 

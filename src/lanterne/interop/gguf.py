@@ -9,7 +9,6 @@ keyed by the file's SHA-256, and later loads memory-map it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -160,7 +159,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
                 f"{path}: tensor {tensor.name} is stored as {tensor.tensor_type.name}, which gguf {_gguf_version()} "
                 f"cannot dequantise ({error}); convert the file to another type"
             ) from None
-        raw[tensor.name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        raw[tensor.name] = torch.from_numpy(array if array.flags.writeable else array.copy())  # F32 data is the read-only file
     tensors: dict[str, torch.Tensor] = {}
     for layer in range(config.n_layers):
         parts = [raw.pop(f"blk.{layer}.{part}.weight", None) for part in _QKV]
@@ -208,27 +208,41 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_gguf_model(path: str | os.PathLike, *, cache_folder: Path | None = None, dtype: torch.dtype = torch.float32):
-    """A GPT from a GGUF file, with the GGUF header (for the tokenizer). The dequantised weights are
-    cached in `cache_folder`/gguf/<sha256>/ (config.json + model.safetensors) on first load."""
-    from safetensors.torch import load_file
+def load_gguf(path: str | os.PathLike, cache_folder: Path | None, *, sha256: str | None = None, dtype: torch.dtype = torch.float32):
+    """A GPT and its tokenizer from a GGUF file.
 
-    from lanterne.checkpoints import load_state
-    from lanterne.positions import RotaryEmbedding
-    from lanterne.transformer import GPT
+    The first load dequantises and writes config.json, model.safetensors and tokenizer.json to
+    `cache_folder`/gguf/<sha256>/; later loads read (and memory-map) those. `sha256`: the file's,
+    when already known (a named model), to skip hashing it.
+    """
+    from lanterne.tokenization import load as load_tokenizer
+    from lanterne.tokenization.gguf_vocab import tokenizer_from_gguf
 
     path = Path(path)
-    reader_metadata = None
-    folder = cache_folder / "gguf" / file_sha256(path) if cache_folder is not None else None
-    if folder is not None and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
-        config = GPTConfig.from_json(folder / "config.json")
-        tensors = load_file(str(folder / "model.safetensors"))
-        reader_metadata = read_metadata(open_gguf(path))
+    folder = cache_folder / "gguf" / (sha256 or file_sha256(path)) if cache_folder is not None else None
+    if folder is not None and all((folder / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json")):
+        from safetensors.torch import load_file
+
+        try:
+            config = GPTConfig.from_json(folder / "config.json")
+            tensors = load_file(str(folder / "model.safetensors"))
+            tokenizer = load_tokenizer(folder / "tokenizer.json")
+        except (LanterneError, OSError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"the cached copy of {path.name} in {folder} is damaged ({error}); delete that folder") from None
     else:
         contents = read_gguf(path)
-        config, tensors, reader_metadata = contents.config, contents.tensors, contents.metadata
+        tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # fails before anything is cached
+        config, tensors = contents.config, contents.tensors
         if folder is not None:
-            _write_cache(folder, config, tensors)
+            _write_cache(folder, config, tensors, tokenizer)
+    return _build(config, tensors, str(path)).to(dtype), tokenizer
+
+
+def _build(config: GPTConfig, tensors: dict[str, torch.Tensor], source: str):
+    from lanterne.positions import RotaryEmbedding
+    from lanterne.transformer import GPT
+    from lanterne.weights import load_state
+
     with torch.device("meta"):  # no random initialisation: every weight comes from the file
         model = GPT(config)
     model = model.to_empty(device="cpu")
@@ -237,19 +251,20 @@ def load_gguf_model(path: str | os.PathLike, *, cache_folder: Path | None = None
     for module in model.modules():
         if isinstance(module, RotaryEmbedding):
             module.reset()  # buffers, not weights: computed again
-    load_state(model, tensors, str(path))
-    model.eval()
-    return model.to(dtype), reader_metadata
+    load_state(model, tensors, source)
+    return model.eval()
 
 
-def _write_cache(folder: Path, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> None:
-    """Write the dequantised model; a failure leaves no half-written cache (the next load dequantises again)."""
+def _write_cache(folder: Path, config: GPTConfig, tensors: dict[str, torch.Tensor], tokenizer) -> None:
+    """Write the dequantised model and its tokenizer; config.json comes last, so a cache without it is
+    never read (the next load dequantises again)."""
     from safetensors.torch import save_file
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "model.safetensors") as temporary:
             save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temporary))
+        tokenizer.save(folder / "tokenizer.json")
         atomic_write_text(folder / "config.json", config.to_json())
     except (OSError, LanterneError) as error:  # a full disk or a read-only cache: run without it
         warnings.warn(f"the dequantised model could not be cached in {folder} ({error}); the next load dequantises again")

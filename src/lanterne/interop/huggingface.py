@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lanterne.checkpoints import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors
+from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors
 from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
 from lanterne.files import atomic_path, atomic_write_text

@@ -427,6 +427,7 @@ class ByteLevelBPE(Tokenizer):
             "pattern": name or self.pattern,
             "special_tokens": self.special_tokens,
             "eos_token": self.eos_token,
+            "unknown_bytes": "drop" if self._missing_bytes else "error",
             "vocab": vocab,
         }
 
@@ -441,7 +442,7 @@ class ByteLevelBPE(Tokenizer):
             }
             return cls(
                 ranks, data["pattern"], data.get("special_tokens") or {}, name=data.get("name"), backend=backend,
-                eos_token=data.get("eos_token"),
+                eos_token=data.get("eos_token"), unknown_bytes=data.get("unknown_bytes", "error"),
             )
         except (KeyError, TypeError) as error:
             raise VocabularyFileError(f"BPE tokenizer file is missing or has a bad entry ({error})") from None

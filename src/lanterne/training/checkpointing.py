@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from lanterne.checkpoints import save_model
+from lanterne.checkpoints import CHECKPOINTS, LATEST, PROGRESS_FILE, checkpoint_folders, save_model
 from lanterne.errors import CheckpointError, LanterneError
 from lanterne.files import atomic_write_text
 
-CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"  # optimizer and random generators: tensors only, read with weights_only=True
-PROGRESS_FILE = "trainer.json"  # step, best validation loss, the training settings
-LATEST = "latest.json"
-_NAME = re.compile(r"^step-(\d{7,})$")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -41,19 +36,6 @@ def _fsync_folder(folder: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as stream:
         os.fsync(stream.fileno())
-
-
-def checkpoint_folders(run_folder: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run, oldest first, as (step, folder)."""
-    root = Path(run_folder) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _NAME.match(child.name)
-        if match and (child / PROGRESS_FILE).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
 
 
 def save_checkpoint(
@@ -147,18 +129,3 @@ def load_latest(run_folder: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]
     except Exception as error:  # a damaged file: name it rather than show a traceback
         raise CheckpointError(f"checkpoint {folder} cannot be read ({type(error).__name__}: {error}); delete it to resume from the one before") from None
     return folder, progress, state
-
-
-def resolve_run_folder(folder: Path) -> Path | None:
-    """For `lanterne.load(run_folder)`: the checkpoint latest.json points at, or None if `folder` is not a run."""
-    pointer = Path(folder) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    try:
-        target = Path(folder) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["folder"]
-    except (ValueError, KeyError):
-        target = None
-    if target is not None and target.is_dir():
-        return target
-    found = checkpoint_folders(folder)
-    return found[-1][1] if found else None

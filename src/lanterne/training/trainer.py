@@ -247,7 +247,7 @@ class Trainer:
         data_generator = torch.Generator().manual_seed(config.seed)
         start_step, best_loss, best_step = 0, None, None
         if resumed:
-            from lanterne.checkpoints import load_state, read_safetensors
+            from lanterne.weights import load_state, read_safetensors
 
             try:
                 load_state(model, read_safetensors(resumed["folder"] / "model.safetensors"), str(resumed["folder"]))
