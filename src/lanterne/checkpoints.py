@@ -81,6 +81,10 @@ def load_model(name_or_folder: str | os.PathLike, *, device: str | torch.device 
         from lanterne.interop.huggingface import load_huggingface_gpt2
 
         model = load_huggingface_gpt2(folder, data)
+    elif data.get("model_type") in ("llama", "gemma3_text", "gemma3"):
+        from lanterne.interop.huggingface_llama import load_huggingface_llama
+
+        model = load_huggingface_llama(folder, data)
     else:
         try:
             config = GPTConfig.from_dict(data)
