@@ -108,7 +108,7 @@ def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None
     """A model and its tokenizer: `model, tokenizer = lanterne.load("gemma-3-270m")`.
 
     Accepts a named model (`lanterne models`), a `.gguf` file, a Lanterne or HuggingFace model
-    folder, a training run folder (its latest checkpoint), or a HuggingFace Hub name ("gpt2").
+    folder, a training run folder (its latest checkpoint), or a HuggingFace Hub name ("hf:gpt2").
     """
     from lanterne.models import NAMED_MODELS, model_file
     from lanterne.tokenization.tiktoken_files import cache_folder
@@ -140,7 +140,16 @@ def resolve_folder(name_or_folder: str | os.PathLike) -> Path:
         return folder
     if folder.exists():
         raise CheckpointError(f"{folder} is a file; pass the model folder that holds config.json and model.safetensors")
-    return download_from_hub(str(name_or_folder))
+    text = str(name_or_folder)
+    if text.startswith("hf:"):  # a download only when asked for by name
+        return download_from_hub(text[3:])
+    from lanterne.errors import UnknownModelError
+    from lanterne.models import NAMED_MODELS
+
+    raise UnknownModelError(
+        f"unknown model {text!r}: not a file or folder, nor one of {', '.join(NAMED_MODELS)}; "
+        f"for the HuggingFace Hub, write hf:{text}"
+    )
 
 
 def download_from_hub(name: str) -> Path:

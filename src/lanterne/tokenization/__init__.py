@@ -33,9 +33,16 @@ KINDS = ("char", "word", "bpe")
 
 
 def _kind_classes() -> dict[str, type[Tokenizer]]:
+    from lanterne.tokenization.sentencepiece import SentencePieceBPE
     from lanterne.tokenization.wordpiece import WordPieceTokenizer
 
-    return {"char": CharTokenizer, "word": WordTokenizer, "bpe": ByteLevelBPE, "wordpiece": WordPieceTokenizer}
+    return {
+        "char": CharTokenizer,
+        "word": WordTokenizer,
+        "bpe": ByteLevelBPE,
+        "wordpiece": WordPieceTokenizer,
+        "sentencepiece": SentencePieceBPE,
+    }
 
 
 def known_names() -> list[str]:

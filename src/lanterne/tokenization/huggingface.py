@@ -1,8 +1,9 @@
-"""Reading HuggingFace `tokenizer.json` files: BERT's WordPiece and GPT-2-style byte-level BPE.
+"""Reading HuggingFace `tokenizer.json` files: BERT's WordPiece, GPT-2-style byte-level BPE, SentencePiece BPE.
 
 A tokenizer.json describes a pipeline (normalizer -> pre-tokenizer -> model -> decoder); the
-pipelines Lanterne implements become a WordPieceTokenizer or a ByteLevelBPE with the same ids,
-and any other says which part Lanterne cannot read. `load_from_hub` fetches one from the Hub.
+pipelines Lanterne implements become a WordPieceTokenizer, a ByteLevelBPE or a SentencePieceBPE
+with the same ids, and any other says which part Lanterne cannot read. `load_from_hub` fetches one
+from the Hub.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _PRE_TOKENIZERS = {"BertPreTokenizer": "bert", "Whitespace": "whitespace", "Whit
 def load_tokenizer_json(
     path: str | os.PathLike, backend: Backend = "auto", *, name: str | None = None, document: dict[str, Any] | None = None
 ) -> Tokenizer:
-    """A WordPieceTokenizer (BERT) or ByteLevelBPE (GPT-2 style) from a HuggingFace tokenizer.json.
+    """A WordPieceTokenizer (BERT), ByteLevelBPE (GPT-2 style) or SentencePieceBPE (Gemma, Llama 2) from a
+    HuggingFace tokenizer.json.
 
     `backend` applies to byte-level BPE ('python', 'tiktoken' or 'auto'). Special tokens keep
     their ids; a BPE then treats them as tiktoken does (text spelling one must be allowed).
@@ -46,6 +48,10 @@ def load_tokenizer_json(
     try:
         if model_type == "WordPiece":
             return _wordpiece(document, path)
+        if model_type == "BPE" and _is_sentencepiece(document):
+            from lanterne.tokenization.huggingface_sentencepiece import sentencepiece_bpe
+
+            return sentencepiece_bpe(document, path, name)
         if model_type == "BPE":
             return _byte_level_bpe(document, path, backend, name)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -54,7 +60,7 @@ def load_tokenizer_json(
         ) from None
     raise VocabularyFileError(
         f"{path}: model type {model_type!r} is not supported; "
-        "Lanterne reads WordPiece (BERT) and byte-level BPE (GPT-2) tokenizers"
+        "Lanterne reads WordPiece (BERT), byte-level BPE (GPT-2) and SentencePiece BPE (Gemma, Llama 2) tokenizers"
     )
 
 
@@ -73,6 +79,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise VocabularyFileError(f"{path} holds JSON but not a tokenizer.json (expected an object with a \"model\")")
     return document
+
+
+def _is_sentencepiece(document: dict[str, Any]) -> bool:
+    """A BPE that falls back to '<0xNN>' pieces, or writes spaces as '▁': SentencePiece's, not byte-level."""
+    if document["model"].get("byte_fallback"):
+        return True
+    steps = json.dumps([document.get("normalizer"), document.get("pre_tokenizer")], ensure_ascii=False)
+    return "Metaspace" in steps or "▁" in steps
 
 
 def _guess_model_type(model: dict[str, Any]) -> str | None:
