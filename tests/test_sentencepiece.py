@@ -161,7 +161,9 @@ def test_the_heap_merges_as_the_plain_loop(text):
 
 # -- tokenizer.json files, against HuggingFace `tokenizers` ------------------------------------------
 
-SMALL_VOCAB = ["<unk>", "<s>", "</s>", *BYTES, "▁", "h", "e", "l", "o", "▁h", "ll", "he", "hell", "hello", "▁hello", "▁▁", "<b>"]
+SMALL_VOCAB = ["<unk>", "<s>", "</s>", *BYTES] + [
+    "▁", "h", "e", "l", "o", "▁h", "ll", "he", "hell", "hello", "▁hello", "▁▁", "<b>",
+]
 SMALL_TEXTS = ["hello", " hello", "  hello  hello", "hé llo", "<s>hello", "hello<s> hello<b>x", "\thell\n", "", "ello▁"]
 
 
@@ -236,8 +238,12 @@ TINY_PIECES = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *BYTES] + [
 ]
 TINY_TYPES = [3, 3, 3, 2, 3] + [6] * 256 + [1] * 14 + [4, 4, 4, 1]
 # Equal scores on purpose ('aa', 'aaa'): transformers breaks the tie by the length of the left part.
-TINY_SCORES = [0.0] * 261 + [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0, -12.0, -12.0, -14.0, -15.0, 0.0, 0.0, 0.0, -16.0]
-TINY_TEXTS = ["hi", " hi", "aaaa", "aaaaaaa ab", "ab hi", "hi<tag>hi", "<bos>hi", "<mask>", "é", "  hi", "a  b", "ba\n\nab", "\n", "", "hi  "]
+TINY_SCORES = [0.0] * 261 + [
+    -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0, -12.0, -12.0, -14.0, -15.0, 0.0, 0.0, 0.0, -16.0,
+]
+TINY_TEXTS = [
+    "hi", " hi", "aaaa", "aaaaaaa ab", "ab hi", "hi<tag>hi", "<bos>hi", "<mask>", "é", "  hi", "a  b", "ba\n\nab", "\n", "", "hi  ",
+]
 
 
 def tiny_gguf(path, architecture):
@@ -266,7 +272,7 @@ def tiny_gguf(path, architecture):
     return path
 
 
-@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
+@pytest.mark.parametrize("architecture", ["llama", "gemma3", "phi3"])
 def test_tiny_gguf_equals_transformers(architecture, tmp_path):
     transformers = pytest.importorskip("transformers")
     from lanterne.interop.gguf import open_gguf, read_metadata
@@ -275,7 +281,7 @@ def test_tiny_gguf_equals_transformers(architecture, tmp_path):
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
     ours = tokenizer_from_gguf(read_metadata(open_gguf(path)), str(path))
     assert isinstance(ours, SentencePieceBPE) and ours.add_bos and ours.bos_id == 2
-    assert ours.space_prefix == ("never" if architecture == "gemma3" else "first")
+    assert ours.space_prefix == {"llama": "first", "gemma3": "never", "phi3": "prepend"}[architecture]
     for text in TINY_TEXTS:
         expected = theirs(text, add_special_tokens=False).input_ids
         assert ours.encode(text, allowed_special="all") == expected, text
@@ -296,7 +302,8 @@ HELD_OUT = [
     "The quick brown fox jumps over the lazy dog. Don't panic: it's only 3.14159 miles, isn't it? (Yes, I'm sure.)",
     "def fibonacci(n: int) -> int:\n    \"\"\"Return the n-th number.\"\"\"\n    a, b = 0, 1\n\tfor _ in range(n):\n"
     "        a, b = b, a + b  # swap\n    return a\r\n\r\nprint(fibonacci(10)) // 55; x=[1,2,3]{}<>",
-    "Emoji 😀🎉👨‍👩‍👧‍👦🇫🇷, CJK 日本語の文章と中文句子, 한국어, combining e\u0301 a\u0308 n\u0303, Ελληνικά, русский, العربية, हिन्दी",
+    "Emoji 😀🎉👨‍👩‍👧‍👦🇫🇷, CJK 日本語の文章と中文句子, 한국어, "
+    "combining e\u0301 a\u0308 n\u0303, Ελληνικά, русский, العربية, हिन्दी",
     "  leading spaces,   runs of     spaces,\ttabs\t\t\tand\n\n\n\nnewlines,    \n   mixed \t \n, trailing   ",
     "digits 0123456789 9876543210 1,234,567.89 2024-06-01 12:34:56 +33 1 23 45 67 89 0x1F 1e-10",
     "rare: \U0001D54F\U0001D552\U0001D55F \uE000 \U000F0000 \U0010FFFD \u0000\u0001\u007f \u200b\u2028 ﷽ 𓀀 ꙮ",

@@ -98,7 +98,8 @@ def _sentencepiece_bpe(metadata: dict[str, Any], source: str) -> SentencePieceBP
     Gemma: tokens of two or more spaces are stored with real spaces ('  '); transformers spells them
     '▁▁', as the text is spelled once its spaces become '▁'. And the file's scores are not Gemma's merge
     order (they put control tokens at -1000), so merges go in file order: lower id first.
-    Other architectures (Llama 2, Mistral): merges by score, a '▁' before the text.
+    Other architectures (Llama 2, Mistral): merges by score, a '▁' before the text (Metaspace's 'first');
+    Phi-3: a '▁' before every text between special tokens ('prepend').
     """
     tokens: list[str] = list(metadata.get("tokenizer.ggml.tokens") or [])
     types: list[int] = list(metadata.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens))
@@ -107,34 +108,40 @@ def _sentencepiece_bpe(metadata: dict[str, Any], source: str) -> SentencePieceBP
         raise VocabularyFileError(f"{source}: the tokenizer's tokens, scores and token types are missing or of different lengths")
     architecture = metadata.get("general.architecture", "llama")
     gemma = architecture in _GEMMA_ARCHITECTURES
-    if architecture == "phi3":
-        raise VocabularyFileError(
-            f"{source}: Phi-3's SentencePiece tokenizer (a '▁' before every text segment) is not supported yet"
-        )
     if gemma:
         tokens = [SPACE * len(token) if " " in token and not token.strip() else token for token in tokens]
-    elif scores is None:
+    elif scores is None and "tokenizer.ggml.merges" not in metadata:
         raise VocabularyFileError(f"{source}: this SentencePiece tokenizer has no scores (tokenizer.ggml.scores)")
     piece_id = {token: token_id for token_id, token in enumerate(tokens)}  # the last of two equal tokens, as transformers
     named = [metadata.get(f"tokenizer.ggml.{key}_token_id") for key in ("bos", "eos", "unknown", "padding")]
-    bos_id, eos_id, unk_id, _ = [token_id if token_id is not None and 0 <= token_id < len(tokens) else None for token_id in named]
+    bos_id, eos_id, unk_id, pad_id = [
+        token_id if token_id is not None and 0 <= token_id < len(tokens) else None for token_id in named
+    ]
     special = {token_id for token_id, token_type in enumerate(types) if token_type == CONTROL}
-    special |= {token_id for token_id in (bos_id, eos_id, unk_id, named[3]) if token_id is not None}
+    special |= {token_id for token_id in (bos_id, eos_id, unk_id, pad_id) if token_id is not None}
     # transformers adds a user-defined token only when its text is a piece (not Gemma's respelled spaces).
     user_defined = {
         piece_id[token] for token, token_type in zip(metadata["tokenizer.ggml.tokens"], types)
         if token_type == USER_DEFINED and token in piece_id
     } - special
-    space_prefix = "never" if gemma or not metadata.get("tokenizer.ggml.add_space_prefix", True) else "first"
-    return SentencePieceBPE(
-        tokens,
-        scores=None if gemma else scores,
-        special_tokens=special,
-        user_defined_tokens=user_defined,
-        space_prefix=space_prefix,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        unk_id=unk_id,
-        add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", True)),
-        name=metadata.get("general.name"),
-    )
+    if architecture == "phi3":
+        space_prefix = "prepend"
+    else:
+        space_prefix = "never" if gemma or not metadata.get("tokenizer.ggml.add_space_prefix", True) else "first"
+    merges = [tuple(merge.split(" ")) for merge in metadata.get("tokenizer.ggml.merges") or []]  # rare; then they rule
+    try:
+        return SentencePieceBPE(
+            tokens,
+            scores=None if gemma or merges else scores,
+            merges=merges or None,
+            special_tokens=special,
+            user_defined_tokens=user_defined,
+            space_prefix=space_prefix,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            unk_id=unk_id,
+            add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", True)),
+            name=metadata.get("general.name"),
+        )
+    except VocabularyFileError as error:
+        raise VocabularyFileError(f"{source}: {error}") from None

@@ -26,7 +26,9 @@ def sentencepiece_bpe(document: dict[str, Any], path: Path, name: str | None = N
         if model.get(field):
             raise VocabularyFileError(f"{path}: SentencePiece BPE with {field}={model[field]!r} is not supported")
     if not model.get("byte_fallback"):
-        raise VocabularyFileError(f"{path}: SentencePiece BPE without byte_fallback is not supported (unknown characters would differ)")
+        raise VocabularyFileError(
+            f"{path}: SentencePiece BPE without byte_fallback is not supported (unknown characters would differ)"
+        )
     space_prefix = _space_prefix(document.get("normalizer"), document.get("pre_tokenizer"), path)
     by_id: dict[int, str] = {int(token_id): piece for piece, token_id in model["vocab"].items()}
     special, user_defined = set(), set()
@@ -40,7 +42,9 @@ def sentencepiece_bpe(document: dict[str, Any], path: Path, name: str | None = N
                 "Lanterne matches added tokens as they are written"
             )
         if by_id.setdefault(token_id, content) != content:
-            raise VocabularyFileError(f"{path}: added token {content!r} has id {token_id}, which is {by_id[token_id]!r} in the vocabulary")
+            raise VocabularyFileError(
+                f"{path}: added token {content!r} has id {token_id}, which is {by_id[token_id]!r} in the vocabulary"
+            )
         (special if added.get("special") else user_defined).add(token_id)
     if sorted(by_id) != list(range(len(by_id))):
         raise VocabularyFileError(f"{path}: token ids are not 0..{len(by_id) - 1} without gaps; the file is corrupt")
@@ -52,18 +56,21 @@ def sentencepiece_bpe(document: dict[str, Any], path: Path, name: str | None = N
     bos_id, add_bos = _beginning_token(document.get("post_processor"), piece_id)
     eos_id = next((piece_id[piece] for piece in ("<eos>", "</s>", "<|endoftext|>") if piece in piece_id), None)
     unk_token = model.get("unk_token")
-    return SentencePieceBPE(
-        pieces,
-        merges=None if merges_follow_ids(pieces, merges) else merges,
-        special_tokens=special,
-        user_defined_tokens=user_defined - special,
-        space_prefix=space_prefix,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        unk_id=piece_id.get(unk_token) if unk_token is not None else None,
-        add_bos=add_bos,
-        name=name,
-    )
+    try:
+        return SentencePieceBPE(
+            pieces,
+            merges=None if merges_follow_ids(pieces, merges) else merges,
+            special_tokens=special,
+            user_defined_tokens=user_defined - special,
+            space_prefix=space_prefix,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            unk_id=piece_id.get(unk_token) if unk_token is not None else None,
+            add_bos=add_bos,
+            name=name,
+        )
+    except VocabularyFileError as error:
+        raise VocabularyFileError(f"{path}: {error}") from None
 
 
 def merges_follow_ids(pieces: list[str], merges: list[tuple[str, ...]]) -> bool:
@@ -71,17 +78,14 @@ def merges_follow_ids(pieces: list[str], merges: list[tuple[str, ...]]) -> bool:
     then the longer left part first: transformers' list for Gemma. Then the merge order is the ids, and
     the file's half-million merges need not be kept."""
     piece_id = {piece: token_id for token_id, piece in enumerate(pieces)}
-    position = 0
+    expected: list[tuple[str, ...]] = []
     for token_id, piece in enumerate(pieces):
-        if piece_id[piece] != token_id:
-            continue  # a repeated piece merges under its last id
-        for cut in range(len(piece) - 1, 0, -1):
-            left, right = piece[:cut], piece[cut:]
-            if left in piece_id and right in piece_id:
-                if position >= len(merges) or merges[position] != (left, right):
-                    return False
-                position += 1
-    return position == len(merges)
+        if len(piece) > 1 and piece_id[piece] == token_id:  # a repeated piece merges under its last id
+            cuts = range(len(piece) - 1, 0, -1)
+            expected += [
+                (piece[:cut], piece[cut:]) for cut in cuts if piece[:cut] in piece_id and piece[cut:] in piece_id
+            ]
+    return expected == merges
 
 
 def _space_prefix(normalizer: dict[str, Any] | None, pre_tokenizer: dict[str, Any] | None, path: Path) -> SpacePrefix:

@@ -12,7 +12,7 @@ from typing import Any, Collection, Iterable, Literal, Sequence
 
 from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Token, Tokenizer
-from lanterne.tokenization.sentencepiece_merges import RankOf, explain_pieces, merge_pieces
+from lanterne.tokenization.sentencepiece_merges import explain_pieces, merge_pieces, ranks_from_merges, ranks_from_scores
 from lanterne.tokenization.utf8 import repair_surrogates_with_origin
 
 SPACE = "\u2581"  # '▁', SentencePiece's visible space
@@ -74,62 +74,21 @@ class SentencePieceBPE(Tokenizer):
         self.name = name
         # Two pieces may share a text (HuggingFace keeps the last id, and so do we); both decode to it.
         self.piece_id = {piece: token_id for token_id, piece in enumerate(self.pieces)}
-        self.special_tokens = {self.pieces[token_id]: token_id for token_id in sorted(special_tokens)}
-        self.user_defined_tokens = {self.pieces[token_id]: token_id for token_id in sorted(user_defined_tokens)}
-        self._byte_pieces = [self._byte_piece(byte) for byte in range(256)]
+        special_tokens, user_defined_tokens = sorted(special_tokens), sorted(user_defined_tokens)
+        for token_id in special_tokens + user_defined_tokens:
+            if not 0 <= token_id < size:
+                raise VocabularyFileError(f"special or user-defined token id {token_id} is not in this vocabulary of {size}")
+        self.special_tokens = {self.pieces[token_id]: token_id for token_id in special_tokens}
+        self.user_defined_tokens = {self.pieces[token_id]: token_id for token_id in user_defined_tokens}
+        # The '<0xNN>' piece of each byte (None where the vocabulary lacks it), and the byte of each such id.
+        self._byte_pieces = [piece if (piece := f"<0x{byte:02X}>") in self.piece_id else None for byte in range(256)]
         self._byte_of_id = {self.piece_id[piece]: int(piece[3:5], 16) for piece in self.piece_id if _BYTE_PIECE.fullmatch(piece)}
-        self._rank_of = self._pair_ranks() if self.merges is not None else self._score_ranks()
+        if self.merges is not None:
+            self._rank_of = ranks_from_merges(self.pieces, self.merges)
+        else:
+            self._rank_of = ranks_from_scores(self.pieces, self.scores)
         self._cache: dict[str, tuple[int, ...]] = {}
         self._matchers: dict[frozenset[str], _AddedTokenMatcher] = {}
-
-    def _byte_piece(self, byte: int) -> str | None:
-        piece = f"<0x{byte:02X}>"
-        return piece if piece in self.piece_id else None
-
-    # -- merge order ----------------------------------------------------------------------------
-
-    def _score_ranks(self) -> RankOf:
-        """The rank of a pair, from the score of the piece it makes: transformers' order when it derives merges.
-
-        transformers sorts every split (left, right) of every piece by (score of the piece, length of
-        left, length of right), highest first, then by id. Packed into one integer per pair, lower first:
-        rank = base[piece] - len(left) * step, where base holds the score's place, len(piece) and the id.
-        """
-        size = len(self.pieces)
-        width = max(map(len, self.pieces), default=0) + 1  # above every piece length
-        if self.scores is None:  # Gemma: the place in the file, first best
-            place = {piece: token_id for piece, token_id in self.piece_id.items()}
-        else:
-            score_of = {piece: self.scores[token_id] for token_id, piece in enumerate(self.pieces)}
-            ordered = sorted(set(score_of.values()), reverse=True)
-            place_of_score = {score: index for index, score in enumerate(ordered)}
-            place = {piece: place_of_score[score] for piece, score in score_of.items()}
-        # (place * width + width - len(left)) * width + width - len(right), then * size + id, expanded.
-        base = {
-            piece: (place[piece] * width * width + width * width + width - len(piece)) * size + token_id
-            for piece, token_id in self.piece_id.items()
-            if len(piece) > 1
-        }
-        step = (width - 1) * size
-        base_of = base.get
-
-        def rank_of(left: str, right: str) -> int | None:
-            piece_base = base_of(left + right)
-            return None if piece_base is None else piece_base - len(left) * step
-
-        return rank_of
-
-    def _pair_ranks(self) -> RankOf:
-        """The rank of a pair: its place in `merges` (a tokenizer.json's list), as HuggingFace's BPE reads it."""
-        ranks: dict[tuple[str, str], int] = {}
-        for position, (left, right) in enumerate(self.merges or []):
-            if left not in self.piece_id or right not in self.piece_id or left + right not in self.piece_id:
-                raise VocabularyFileError(
-                    f"merge {position} ({left!r} + {right!r}) uses or makes a piece not in the vocabulary; the file is corrupt"
-                )
-            ranks.setdefault((left, right), position)
-        rank_of_pair = ranks.get
-        return lambda left, right: rank_of_pair((left, right))
 
     # -- the vocabulary -------------------------------------------------------------------------
 
@@ -276,7 +235,7 @@ class SentencePieceBPE(Tokenizer):
         """The tokens of `text` with their spans in characters of `text`. A byte piece covers its whole
         character; the BOS and a space prefix cover no character (an empty span)."""
         repaired, origin = repair_surrogates_with_origin(text)
-        result = [Token(self._bos(), self.pieces[self._bos()], 0, 0)] if add_bos else []
+        result = [Token(self._bos(), self.token_text(self._bos()), 0, 0)] if add_bos else []
         for segment, token_id, start, end in self._segments(repaired, allowed_special, disallowed_special):
             if token_id is not None:
                 result.append(Token(token_id, self.token_text(token_id), start, end))

@@ -1,10 +1,10 @@
 """The SentencePiece merge: a text's characters joined two by two into vocabulary pieces, best pair first.
 
 Unlike byte-level BPE, the parts are characters (or '<0xNN>' byte pieces for characters the
-vocabulary lacks), and a pair's rank comes from the tokenizer (`rank_of(left, right)`), not from
-the joined bytes alone. The rule is HuggingFace's BPE: merge the adjacent pair with the lowest
-rank, the leftmost on a tie, until no pair has a rank. `explain_pieces` shows every step;
-`merge_pieces` computes the same result, with a heap for long texts.
+vocabulary lacks), and a pair's rank is `rank_of(left, right)`: from the scores of the pieces
+(`ranks_from_scores`) or a list of merges (`ranks_from_merges`). The rule is HuggingFace's BPE:
+merge the adjacent pair with the lowest rank, the leftmost on a tie, until no pair has a rank.
+`explain_pieces` shows every step; `merge_pieces` computes the same result, with a heap for long texts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,57 @@ from __future__ import annotations
 import heapq
 from typing import Callable, Sequence
 
+from lanterne.errors import VocabularyFileError
+
 RankOf = Callable[[str, str], "int | None"]
+
+
+def ranks_from_scores(pieces: Sequence[str], scores: Sequence[float] | None) -> RankOf:
+    """The rank of a pair from the score of the piece it makes, in the order transformers gives the merges
+    it derives from a SentencePiece vocabulary (lower rank merges first).
+
+    transformers sorts every split (left, right) of every piece into two pieces by (score of the piece,
+    length of left, length of right), highest first, then by id. `scores=None` ranks by id instead,
+    lowest first (what transformers does for Gemma). Packed into one integer per pair:
+    rank = base[piece] - len(left) * step, where base holds the score's place, len(piece) and the id.
+    """
+    size = len(pieces)
+    piece_id = {piece: token_id for token_id, piece in enumerate(pieces)}  # a repeated piece keeps its last id
+    width = max(map(len, pieces), default=0) + 1  # above every piece length
+    if scores is None:
+        place = piece_id
+    else:
+        score_of = {piece: scores[token_id] for piece, token_id in piece_id.items()}
+        place_of_score = {score: index for index, score in enumerate(sorted(set(score_of.values()), reverse=True))}
+        place = {piece: place_of_score[score] for piece, score in score_of.items()}
+    # ((place * width + width - len(left)) * width + width - len(right)) * size + id, expanded.
+    base = {
+        piece: (place[piece] * width * width + width * width + width - len(piece)) * size + token_id
+        for piece, token_id in piece_id.items()
+        if len(piece) > 1
+    }
+    step = (width - 1) * size
+    base_of = base.get
+
+    def rank_of(left: str, right: str) -> int | None:
+        piece_base = base_of(left + right)
+        return None if piece_base is None else piece_base - len(left) * step
+
+    return rank_of
+
+
+def ranks_from_merges(pieces: Sequence[str], merges: Sequence[tuple[str, str]]) -> RankOf:
+    """The rank of a pair: its place in `merges` (a tokenizer.json's list), as HuggingFace's BPE reads it."""
+    known = set(pieces)
+    ranks: dict[tuple[str, str], int] = {}
+    for position, (left, right) in enumerate(merges):
+        if left not in known or right not in known or left + right not in known:
+            raise VocabularyFileError(
+                f"merge {position} ({left!r} + {right!r}) uses or makes a piece not in the vocabulary; the file is corrupt"
+            )
+        ranks.setdefault((left, right), position)
+    rank_of_pair = ranks.get
+    return lambda left, right: rank_of_pair((left, right))
 
 # Below this many parts, scanning every pair at each merge beats keeping a heap up to date.
 LONG_TEXT_PARTS = 48
