@@ -138,7 +138,10 @@ def build_models(config: GPTConfig):
 
 def weight_bytes(model: GPT) -> int:
     """Bytes of parameters read for one decoded token (tied matrices once; position table: one row, ignored)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters()) - model.embeddings.position.weight.numel() * next(model.parameters()).element_size()
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    if model.embeddings.position is not None:
+        total -= model.embeddings.position.weight.numel() * next(model.parameters()).element_size()
+    return total
 
 
 # -- the measurements ---------------------------------------------------------------------------

@@ -88,7 +88,14 @@ def test_missing_pieces_are_named(tmp_path, saved):
 def test_an_unknown_name_offline_names_the_local_alternative(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError, match="pass a local folder"):
-        load_model("no-such-user/no-such-model")
+        load_model("hf:no-such-user/no-such-model")
+
+
+def test_a_bare_unknown_name_is_never_downloaded():
+    from lanterne.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="write hf:no-such-model"):
+        load_model("no-such-model")
 
 
 def test_pickles_are_read_as_data_only(tmp_path):

@@ -13,7 +13,8 @@ from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileErr
 from lanterne.tokenization import load
 from lanterne.tokenization.gguf_vocab import tokenizer_from_gguf
 from lanterne.tokenization.sentencepiece import SentencePieceBPE
-from lanterne.tokenization.sentencepiece_merges import explain_pieces, merge_pieces
+from lanterne.tokenization.bpe_merges import explain_pieces
+from lanterne.tokenization.sentencepiece_merges import merge_pieces
 
 from conftest import shared_text
 

@@ -38,7 +38,7 @@ def command_tokenize(args: argparse.Namespace) -> None:
 
     tokenizer = load(args.tokenizer, pattern=args.pattern)
     allowed = "all" if args.allow_special else frozenset()
-    options = {"allowed_special": allowed} if tokenizer.kind == "bpe" else {}
+    options = {"allowed_special": allowed} if tokenizer.kind in ("bpe", "sentencepiece") else {}
     tokens = tokenizer.tokens(args.text, **options)
     if args.json:
         _print_json(

@@ -45,9 +45,14 @@ def end_of_text_id(tokenizer) -> int | None:
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """The prompt's ids; an empty prompt becomes the end-of-text token (GPT-2's way to start from nothing)."""
+    """The prompt's ids; an empty prompt becomes the end-of-text token (GPT-2's way to start from nothing).
+
+    A tokenizer whose model expects a beginning-of-sequence token first (Gemma: `add_bos`) gets it.
+    """
     if not isinstance(prompt, str):
         raise GenerationError(f"the prompt must be text, not {type(prompt).__name__}")
+    if getattr(tokenizer, "add_bos", False):
+        return list(tokenizer.encode(prompt, add_bos=True))
     if prompt:
         return list(tokenizer.encode(prompt))
     start = end_of_text_id(tokenizer)

@@ -9,9 +9,12 @@ million bytes (a base64 blob, a long URL, a run of one character) thanks to a he
 from __future__ import annotations
 
 import heapq
+from typing import Callable, Sequence, TypeVar
 
 # Below this many bytes, scanning every pair at each merge beats keeping a heap up to date.
 LONG_PIECE_BYTES = 32
+
+Part = TypeVar("Part", bytes, str)
 
 _MISSING = 1 << 62  # larger than any rank: "this pair is not a token"
 
@@ -99,13 +102,21 @@ def explain_merges(piece: bytes, ranks: dict[bytes, int]) -> list[list[bytes]]:
 
     The slow, explaining path (for students); `byte_pair_merge` gives the same final parts.
     """
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    steps = [list(parts)]
-    while len(parts) > 1:
-        candidates = [(ranks[parts[i] + parts[i + 1]], i) for i in range(len(parts) - 1) if parts[i] + parts[i + 1] in ranks]
+    return explain_pieces([piece[i : i + 1] for i in range(len(piece))], lambda left, right: ranks.get(left + right))
+
+
+def explain_pieces(parts: Sequence[Part], rank_of: Callable[[Part, Part], int | None]) -> list[list[Part]]:
+    """Every merge of the lowest-ranked adjacent pair (leftmost on ties), from `parts` until no pair has
+    a rank: the list of parts before each merge and at the end. Parts are bytes (byte-level BPE) or
+    strings (SentencePiece); rank_of(left, right) is the rank of joining them, None if they never join.
+    """
+    pieces = list(parts)
+    steps = [list(pieces)]
+    while len(pieces) > 1:
+        candidates = [(rank, i) for i in range(len(pieces) - 1) if (rank := rank_of(pieces[i], pieces[i + 1])) is not None]
         if not candidates:
             break
         _, i = min(candidates)
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        steps.append(list(parts))
+        pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+        steps.append(list(pieces))
     return steps

@@ -12,7 +12,8 @@ from typing import Any, Collection, Iterable, Literal, Sequence
 
 from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileError
 from lanterne.tokenization.base import Token, Tokenizer
-from lanterne.tokenization.sentencepiece_merges import explain_pieces, merge_pieces, ranks_from_merges, ranks_from_scores
+from lanterne.tokenization.bpe_merges import explain_pieces
+from lanterne.tokenization.sentencepiece_merges import merge_pieces, ranks_from_merges, ranks_from_scores
 from lanterne.tokenization.utf8 import repair_surrogates_with_origin
 
 SPACE = "\u2581"  # '▁', SentencePiece's visible space

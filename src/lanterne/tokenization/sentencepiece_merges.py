@@ -4,7 +4,7 @@ Unlike byte-level BPE, the parts are characters (or '<0xNN>' byte pieces for cha
 vocabulary lacks), and a pair's rank is `rank_of(left, right)`: from the scores of the pieces
 (`ranks_from_scores`) or a list of merges (`ranks_from_merges`). The rule is HuggingFace's BPE:
 merge the adjacent pair with the lowest rank, the leftmost on a tie, until no pair has a rank.
-`explain_pieces` shows every step; `merge_pieces` computes the same result, with a heap for long texts.
+`bpe_merges.explain_pieces` shows every step; `merge_pieces` computes the same result, with a heap for long texts.
 """
 
 from __future__ import annotations
@@ -136,22 +136,3 @@ def _merge_pieces_heap(parts: Sequence[str], rank_of: RankOf) -> tuple[list[str]
                 push(heap, (joined, before))
     starts = [i for i in range(size) if alive[i]]
     return [pieces[i] for i in starts], starts
-
-
-def explain_pieces(parts: Sequence[str], rank_of: RankOf) -> list[list[str]]:
-    """Every step of `merge_pieces`: the list of pieces before each merge and at the end.
-
-    The slow, explaining path (for students); `merge_pieces` gives the same final pieces.
-    """
-    pieces = list(parts)
-    steps = [list(pieces)]
-    while len(pieces) > 1:
-        candidates = [
-            (rank, i) for i in range(len(pieces) - 1) if (rank := rank_of(pieces[i], pieces[i + 1])) is not None
-        ]
-        if not candidates:
-            break
-        _, i = min(candidates)
-        pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
-        steps.append(list(pieces))
-    return steps
