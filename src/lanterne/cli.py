@@ -197,22 +197,25 @@ def command_generate(args: argparse.Namespace) -> None:
         from lanterne.fast_decoding import enable_fast_decoding
 
         enable_fast_decoding(model)
-    options = dict(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=args.stop or (), seed=args.seed,
-    )
+    options = _sampling_options(args)
+    prompt, shown = args.prompt, args.prompt
+    if args.chat:  # the prompt is the user's message, laid out by the model's chat template
+        from lanterne.chat import chat_text
+
+        prompt, shown = chat_text(tokenizer, [{"role": "user", "content": args.prompt}]), ""
+        options["allow_special"] = True
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.stream and not args.json:
-            pieces = stream(model, tokenizer, args.prompt, **options)
+            pieces = stream(model, tokenizer, prompt, **options)
             first = next(pieces, "")  # settings are checked here, before anything is printed
-            print(args.prompt + first, end="", flush=True)
+            print(shown + first, end="", flush=True)
             for piece in pieces:
                 print(piece, end="", flush=True)
             print()
             text = None
         else:
-            text = generate(model, tokenizer, args.prompt, **options)
+            text = generate(model, tokenizer, prompt, **options)
     for warning in caught:
         print(f"lanterne: note: {warning.message}", file=sys.stderr)
     if text is None:
@@ -220,7 +223,37 @@ def command_generate(args: argparse.Namespace) -> None:
     if args.json:
         _print_json({"prompt": args.prompt, "text": text, **{k: v for k, v in options.items() if k != "stop"}, "stop": list(args.stop or [])})
     else:
-        print(args.prompt + text)
+        print(shown + text)
+
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    return dict(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=args.stop or (), seed=args.seed,
+    )
+
+
+def command_chat(args: argparse.Namespace) -> None:
+    """A small conversation in the terminal: each line is a message, the reply streams back; an empty line or ^D ends it."""
+    from lanterne.chat import reply
+
+    model, tokenizer = _load_model(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    print(f"lanterne chat with {args.model} (an empty line or Ctrl-D ends it)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line})
+        answer = ""
+        for piece in reply(model, tokenizer, messages, **_sampling_options(args)):
+            print(piece, end="", flush=True)
+            answer += piece
+        print()
+        messages.append({"role": "assistant", "content": answer.strip()})
 
 
 def command_predict(args: argparse.Namespace) -> None:
@@ -328,18 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate = verbs.add_parser("generate", help="continue a prompt with a model")
     generate.add_argument("prompt")
     _model_arguments(generate)
-    generate.add_argument("--max-new-tokens", type=int, default=64)
-    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; < 1 precise; > 1 varied")
-    generate.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
-    generate.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set reaching this probability")
-    generate.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
-    generate.add_argument("--repetition-penalty", type=float, default=1.0)
-    generate.add_argument("--stop", action="append", help="stop at this text (repeatable)")
-    generate.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    _sampling_arguments(generate)
     generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come")
     generate.add_argument("--compile", action="store_true", help="fast decoding: compiled kernels (seconds to start, faster per token)")
+    generate.add_argument("--chat", action="store_true", help="read the prompt as a user message, in the model's chat template")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(run=command_generate)
+
+    chat = verbs.add_parser("chat", help="talk with a chat model in the terminal (its own chat template)")
+    _model_arguments(chat)
+    _sampling_arguments(chat)
+    chat.add_argument("--system", default=None, help="a system message to start the conversation")
+    chat.set_defaults(run=command_chat, max_new_tokens=256, temperature=0.7)
 
     predict = verbs.add_parser("predict", help="the next-token table: logits and probabilities at several temperatures")
     predict.add_argument("prompt")
@@ -368,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=command_tokenizers_list)
     return parser
+
+
+def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; < 1 precise; > 1 varied")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set reaching this probability")
+    parser.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--stop", action="append", help="stop at this text (repeatable)")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,17 +44,19 @@ def end_of_text_id(tokenizer) -> int | None:
     return specials.get(END_OF_TEXT)
 
 
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
+def encode_prompt(tokenizer, prompt: str, allow_special: bool = False) -> list[int]:
     """The prompt's ids; an empty prompt becomes the end-of-text token (GPT-2's way to start from nothing).
 
     A tokenizer whose model expects a beginning-of-sequence token first (Gemma: `add_bos`) gets it.
+    allow_special: text that spells a special token (`<|im_start|>` in a chat) becomes that token.
     """
     if not isinstance(prompt, str):
         raise GenerationError(f"the prompt must be text, not {type(prompt).__name__}")
-    if getattr(tokenizer, "add_bos", False):
-        return list(tokenizer.encode(prompt, add_bos=True))
+    options = {"allowed_special": "all"} if allow_special else {}
+    if getattr(tokenizer, "add_bos", False) and not prompt.startswith(tokenizer.token_text(tokenizer.bos_id)):
+        return list(tokenizer.encode(prompt, add_bos=True, **options))
     if prompt:
-        return list(tokenizer.encode(prompt))
+        return list(tokenizer.encode(prompt, **options))
     start = end_of_text_id(tokenizer)
     if start is None:
         raise GenerationError("the prompt is empty and this tokenizer has no <|endoftext|> token to start from; give a prompt")
@@ -225,12 +227,12 @@ class _TextRequest:
     vocab_limit: int | None  # the tokenizer's size, when the model's vocabulary is padded past it
 
 
-def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id) -> _TextRequest:
+def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special=False) -> _TextRequest:
     settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty)
     if isinstance(stop, str):
         stop = (stop,)
     stop = tuple(s for s in (stop or ()) if s)
-    ids = [fit_prompt(encode_prompt(tokenizer, prompt), model.config.context_length, strict) for prompt in prompts]
+    ids = [fit_prompt(encode_prompt(tokenizer, prompt, allow_special), model.config.context_length, strict) for prompt in prompts]
     for prompt_ids in ids:
         if max(prompt_ids) >= model.config.vocab_size:
             raise GenerationError(
@@ -266,6 +268,7 @@ def generate(
     *,
     strict: bool = False,
     eos_id: int | None = None,
+    allow_special: bool = False,
 ) -> str | list[str]:
     """The text the model writes after `prompt` (a list of prompts gives a list, generated as one batch).
 
@@ -275,7 +278,7 @@ def generate(
     """
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
-    request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id)
+    request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
     new_ids: list[list[int]] = [[] for _ in prompts]
 
     def stop_check(row: int, ids: list[int]) -> bool:
@@ -307,12 +310,13 @@ def stream(
     *,
     strict: bool = False,
     eos_id: int | None = None,
+    allow_special: bool = False,
 ) -> Iterator[str]:
     """Like `generate` for one prompt, yielding text as it comes; the pieces join to `generate`'s result.
 
     Text that may be the start of a stop string, or half of a UTF-8 character, waits for the next token.
     """
-    request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id)
+    request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
     new_ids: list[int] = []
     sent = 0
     for step in generate_ids(

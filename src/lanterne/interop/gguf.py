@@ -232,6 +232,7 @@ def load_gguf(path: str | os.PathLike, cache_folder: Path | None, *, sha256: str
     else:
         contents = read_gguf(path)
         tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # fails before anything is cached
+        tokenizer.chat_template = contents.metadata.get("tokenizer.chat_template")
         config, tensors = contents.config, contents.tensors
         if folder is not None:
             _write_cache(folder, config, tensors, tokenizer)

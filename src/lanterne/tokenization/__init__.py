@@ -93,10 +93,10 @@ def load_file(path: Path, *, pattern: str | None = None, backend: Backend = "aut
     kind_class = _kind_classes().get(document.get("kind"))
     if kind_class is None:
         raise VocabularyFileError(f"{path}: unknown tokenizer kind {document.get('kind')!r}")
-    if kind_class is ByteLevelBPE:
-        return ByteLevelBPE.from_dict(document, backend=backend)
     try:
-        return kind_class.from_dict(document)
+        tokenizer = ByteLevelBPE.from_dict(document, backend=backend) if kind_class is ByteLevelBPE else kind_class.from_dict(document)
+        tokenizer.chat_template = document.get("chat_template")
+        return tokenizer
     except (KeyError, TypeError) as error:
         raise VocabularyFileError(f"{path}: the {document.get('kind')} tokenizer file lacks {error}; train it again") from None
 

@@ -39,6 +39,7 @@ class Tokenizer(ABC):
     """Turns text into token ids and back. Subclasses set `kind` and implement the rest."""
 
     kind: ClassVar[str]
+    chat_template: str | None = None  # a chat model's Jinja template for conversations, from its file
 
     @property
     @abstractmethod
@@ -74,6 +75,8 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write this tokenizer to one JSON file (atomically)."""
         document = {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": self.kind, **self.to_dict()}
+        if getattr(self, "chat_template", None):
+            document["chat_template"] = self.chat_template  # how a chat model lays out a conversation (see chat.py)
         atomic_write_text(path, json.dumps(document, ensure_ascii=False, separators=(",", ":")))
 
     def check_ids(self, ids: Iterable[int]) -> list[int]:
