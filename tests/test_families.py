@@ -119,3 +119,18 @@ def test_an_unknown_layer_pattern_is_refused(tmp_path):
             "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]}
     with pytest.raises(CheckpointError, match="no 'every k-th layer is global' pattern"):
         config_from_huggingface(data)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lanterne_model_saved_for_huggingface_loads_in_transformers(family, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from lanterne.interop.huggingface_llama import save_huggingface_llama
+
+    ours = random_model(FAMILIES[family])
+    save_huggingface_llama(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    ids = torch.randint(0, 1001, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(ours(ids).logits, theirs(ids).logits, atol=1e-4)
+    again = lanterne.GPT.from_pretrained(tmp_path)  # and back
+    assert again.config == ours.config

@@ -169,3 +169,87 @@ def load_huggingface_llama(folder: str | os.PathLike, config_data: dict | None =
     gemma = config_data.get("model_type") != "llama"
     load_state(model, tensors_from_huggingface(read_folder_tensors(folder), config, gemma, str(folder)), str(folder))
     return model
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+
+def config_to_huggingface(config: GPTConfig) -> dict:
+    """A HuggingFace config.json dict (LlamaForCausalLM or Gemma3ForCausalLM) for a Lanterne config of either family."""
+    if config.positions != "rope" or config.feedforward != "gated" or config.norm == "layernorm":
+        raise CheckpointError("only Llama- and Gemma-shaped models (rotary, gated, RMSNorm) export as HuggingFace Llama/Gemma 3")
+    common = {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.d_ff,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.context_length,
+        "rms_norm_eps": config.layer_norm_epsilon,
+        "tie_word_embeddings": config.tie_embeddings,
+        "attention_bias": config.bias,
+    }
+    if config.norm == "rmsnorm":
+        if config.post_norms or config.qk_norm or config.sliding_window or config.embedding_scale or config.activation != "silu":
+            raise CheckpointError("this model mixes Llama and Gemma options; HuggingFace's Llama cannot hold it")
+        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **common, "hidden_act": "silu",
+                "rope_theta": config.rope_base, "mlp_bias": False}
+    sliding = [config.is_sliding(layer) for layer in range(config.n_layers)]
+    return {
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", **common,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": _whole_if_close((config.attention_scale or config.head_dim**-0.5) ** -2),
+        "sliding_window": config.sliding_window or config.context_length,
+        "layer_types": ["sliding_attention" if slides else "full_attention" for slides in sliding],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": config.rope_base},
+            "sliding_attention": {"rope_type": "default", "rope_theta": config.rope_local_base or config.rope_base},
+        },
+    }
+
+
+def _whole_if_close(value: float) -> int | float:
+    """transformers wants an int where the value is whole (query_pre_attn_scalar = 256)."""
+    return round(value) if abs(value - round(value)) < 1e-6 else value
+
+
+def tensors_to_huggingface(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """Lanterne tensors renamed into HuggingFace Llama / Gemma 3 names, qkv split into q, k, v."""
+    gemma = config.norm == "rmsnorm_plus_one"
+    reverse = {ours: theirs for theirs, ours in {**NAME_MAP, **(GEMMA_NAMES if gemma else LLAMA_NAMES)}.items()}
+    sizes = [config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim, config.n_kv_heads * config.head_dim]
+    converted: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            converted[name] = tensor.contiguous()
+            continue
+        parts = name.split(".")
+        block = parts[1] if parts[0] == "blocks" else None
+        if block is not None and parts[2:] == ["attention", "qkv", "weight"]:
+            for projection, part in zip(("q_proj", "k_proj", "v_proj"), tensor.split(sizes)):
+                converted[f"model.layers.{block}.self_attn.{projection}.weight"] = part.contiguous()
+            continue
+        pattern = ".".join(["blocks", "{i}", *parts[2:]]) if block is not None else name
+        converted["model." + reverse[pattern].replace("{i}", block or "")] = tensor.contiguous()
+    return converted
+
+
+def save_huggingface_llama(model, folder: str | os.PathLike) -> None:
+    """Write a Llama- or Gemma-shaped Lanterne model as a HuggingFace folder that transformers loads."""
+    from safetensors.torch import save_file
+
+    from lanterne.files import atomic_path, atomic_write_text
+
+    hf_config = config_to_huggingface(model.config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().cpu()
+        for name, tensor in model.state_dict().items()
+        if not (model.config.tie_embeddings and name == "lm_head.weight")
+    }
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_file(tensors_to_huggingface(state, model.config), str(temporary), metadata={"format": "pt"})
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(hf_config, indent=2))
