@@ -343,7 +343,7 @@ def test_hub_offline_says_how_to_work_locally(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(DownloadError, match="offline.*pass its path"):
-        load_from_hub("google-bert/bert-base-uncased")
+        load_from_hub("someone/some-model")  # (bert-base-uncased would come from an installed package)
 
 
 def test_hub_bad_name(monkeypatch):

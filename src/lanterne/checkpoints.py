@@ -16,9 +16,8 @@ import torch
 
 from lanterne.config import MODEL_TYPE, GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, DownloadError, LanterneError
-from lanterne.files import atomic_path, atomic_write_text
 
-from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors
+from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
 
 # A training run folder: checkpoints/step-NNNNNNN/ (each a model folder plus the trainer's files), latest.json.
 CHECKPOINTS = "checkpoints"
@@ -39,21 +38,8 @@ def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dic
 
     `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CheckpointError(f"cannot create the model folder {folder} ({error.strerror}); choose another") from None
-    tensors = {
-        name: tensor.detach().contiguous().cpu()
-        for name, tensor in (state_dict if state_dict is not None else model.state_dict()).items()
-        if not (model.config.tie_embeddings and name == "lm_head.weight")  # stored once, as the token embedding
-    }
-    with atomic_path(folder / WEIGHTS_FILE) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt", "model_type": MODEL_TYPE})
-    atomic_write_text(folder / CONFIG_FILE, model.config.to_json())
+    write_model_folder(folder, stored_tensors(model, state_dict), model.config.to_json(), {"format": "pt", "model_type": MODEL_TYPE})
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER_FILE)
 

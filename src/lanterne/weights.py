@@ -66,3 +66,30 @@ def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
         for name, parameter in model.state_dict().items():
             if name in tensors:
                 parameter.copy_(tensors[name])
+
+
+def stored_tensors(model, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors a model folder stores, on the CPU: a tied output matrix once, as the token embedding.
+
+    `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
+    """
+    return {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in (state_dict if state_dict is not None else model.state_dict()).items()
+        if not (model.config.tie_embeddings and name == "lm_head.weight")
+    }
+
+
+def write_model_folder(folder: Path, tensors: dict[str, torch.Tensor], config_json: str, metadata: dict[str, str]) -> None:
+    """model.safetensors and config.json in `folder` (created if needed), each written atomically."""
+    from safetensors.torch import save_file
+
+    from lanterne.files import atomic_path, atomic_write_text
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot create the model folder {folder} ({error.strerror}); choose another") from None
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temporary), metadata=metadata)
+    atomic_write_text(folder / CONFIG_FILE, config_json)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors
+from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors, stored_tensors, write_model_folder
 from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
-from lanterne.files import atomic_path, atomic_write_text
 
 # HuggingFace GPT-2 name -> Lanterne name; "{i}" is the block number.
 NAME_MAP = {
@@ -157,15 +156,5 @@ def load_huggingface_gpt2(folder: str | os.PathLike, config_data: dict | None = 
 
 def save_huggingface_gpt2(model, folder: str | os.PathLike) -> None:
     """Write `model` as a HuggingFace GPT-2 folder that `GPT2LMHeadModel.from_pretrained` loads."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        name: tensor.detach().cpu()
-        for name, tensor in model.state_dict().items()
-        if not (model.config.tie_embeddings and name == "lm_head.weight")
-    }
-    with atomic_path(folder / WEIGHTS_FILE) as temporary:
-        save_file(tensors_to_huggingface(state), str(temporary), metadata={"format": "pt"})
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(config_to_huggingface(model.config), indent=2))
+    tensors = tensors_to_huggingface(stored_tensors(model))
+    write_model_folder(Path(folder), tensors, json.dumps(config_to_huggingface(model.config), indent=2), {"format": "pt"})

@@ -15,7 +15,7 @@ import torch
 
 from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
-from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_safetensors
+from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
 
 MODEL_TYPES = ("llama", "gemma3_text", "gemma3")
 INDEX_FILE = "model.safetensors.index.json"
@@ -238,18 +238,6 @@ def tensors_to_huggingface(state: dict[str, torch.Tensor], config: GPTConfig) ->
 
 def save_huggingface_llama(model, folder: str | os.PathLike) -> None:
     """Write a Llama- or Gemma-shaped Lanterne model as a HuggingFace folder that transformers loads."""
-    from safetensors.torch import save_file
-
-    from lanterne.files import atomic_path, atomic_write_text
-
     hf_config = config_to_huggingface(model.config)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        name: tensor.detach().cpu()
-        for name, tensor in model.state_dict().items()
-        if not (model.config.tie_embeddings and name == "lm_head.weight")
-    }
-    with atomic_path(folder / WEIGHTS_FILE) as temporary:
-        save_file(tensors_to_huggingface(state, model.config), str(temporary), metadata={"format": "pt"})
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(hf_config, indent=2))
+    tensors = tensors_to_huggingface(stored_tensors(model), model.config)
+    write_model_folder(Path(folder), tensors, json.dumps(hf_config, indent=2), {"format": "pt"})
