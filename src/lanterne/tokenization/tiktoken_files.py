@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Iterable
 
 from lanterne.errors import DownloadError, InputFileError, UnknownTokenizerError, VocabularyFileError
 from lanterne.files import atomic_write_bytes
