@@ -138,3 +138,48 @@ def test_unknown_model_name_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LANTERNE_CACHE", str(tmp_path))
     assert main(["predict", "x", "--model", "gpt-17"]) == 1
+
+
+def write_gguf(path, architecture: str, header: dict, tensors: dict) -> None:
+    """A GGUF file with these header keys (under the architecture's prefix) and tensors."""
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), architecture)
+    for key, value in header.items():
+        add = writer.add_float32 if isinstance(value, float) else writer.add_uint32
+        add(f"{architecture}.{key}", value)
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+LLAMA_HEADER = {"context_length": 32, "embedding_length": 8, "block_count": 1, "feed_forward_length": 16,
+                "attention.head_count": 2, "attention.layer_norm_rms_epsilon": 1e-5, "vocab_size": 4}
+
+
+def test_a_quantisation_type_gguf_cannot_read_is_named(tmp_path):
+    path = tmp_path / "int.gguf"
+    write_gguf(path, "llama", LLAMA_HEADER, {"token_embd.weight": np.zeros((4, 8), dtype=np.int32)})
+    with pytest.raises(CheckpointError, match=r"token_embd.weight is stored as I32, which gguf .* cannot dequantise"):
+        read_gguf(path)
+
+
+def test_a_header_that_does_not_match_the_tensors_caches_nothing(tmp_path):
+    path = tmp_path / "mismatch.gguf"
+    tensors = {
+        "token_embd.weight": np.zeros((4, 8), dtype=np.float32),
+        "output_norm.weight": np.ones(8, dtype=np.float32),
+        "blk.0.attn_norm.weight": np.ones(8, dtype=np.float32),
+        "blk.0.ffn_norm.weight": np.ones(8, dtype=np.float32),
+        **{f"blk.0.attn_{part}.weight": np.zeros((8, 8), dtype=np.float32) for part in ("q", "k", "v", "output")},
+        "blk.0.ffn_gate.weight": np.zeros((12, 8), dtype=np.float32),  # the header says 16
+        "blk.0.ffn_up.weight": np.zeros((12, 8), dtype=np.float32),
+        "blk.0.ffn_down.weight": np.zeros((8, 12), dtype=np.float32),
+    }
+    write_gguf(path, "llama", LLAMA_HEADER, tensors)
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match=r"mismatch.gguf: .*feedforward.gate.weight has shape \(12, 8\) but the config asks for \(16, 8\)"):
+        load_gguf(path, cache)
+    assert not any(cache.rglob("*.safetensors"))

@@ -44,6 +44,38 @@ def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dic
         tokenizer.save(folder / TOKENIZER_FILE)
 
 
+def save_huggingface(model, folder: str | os.PathLike, tokenizer=None) -> None:
+    """Write `model` as a HuggingFace folder that transformers loads: GPT2LMHeadModel for GPT-2-shaped
+    models, LlamaForCausalLM or Gemma3ForCausalLM for the others, with a HuggingFace tokenizer.json
+    when `tokenizer` is a byte-level BPE (CheckpointError for another kind: transformers could not read it).
+    """
+    from lanterne.tokenization.bpe import ByteLevelBPE
+
+    if tokenizer is not None and not isinstance(tokenizer, ByteLevelBPE):
+        raise CheckpointError(
+            f"a HuggingFace folder needs a byte-level BPE tokenizer, and this model's is {tokenizer.kind!r}; "
+            "train one with --tokenizer bpe:8192, or export with --gguf"
+        )
+    if model.config.positions == "learned":
+        from lanterne.interop.huggingface import save_huggingface_gpt2
+
+        save_huggingface_gpt2(model, folder)
+    else:
+        from lanterne.interop.huggingface_llama import save_huggingface_llama
+
+        save_huggingface_llama(model, folder)
+    if tokenizer is not None:
+        from lanterne.files import atomic_write_text
+        from lanterne.tokenization.huggingface import byte_level_bpe_document
+
+        atomic_write_text(Path(folder) / TOKENIZER_FILE, json.dumps(byte_level_bpe_document(tokenizer), ensure_ascii=False))
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.config.context_length,
+                    "eos_token": tokenizer.eos_token, "bos_token": tokenizer.eos_token, "add_bos_token": False}
+        if getattr(tokenizer, "chat_template", None):
+            settings["chat_template"] = tokenizer.chat_template
+        atomic_write_text(Path(folder) / "tokenizer_config.json", json.dumps(settings, ensure_ascii=False, indent=2))
+
+
 def _read_config(folder: Path) -> dict:
     path = folder / CONFIG_FILE
     if not path.is_file():

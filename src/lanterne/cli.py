@@ -166,6 +166,31 @@ def command_models(args: argparse.Namespace) -> None:
     print("Also: any .gguf file, model folder or training run folder by path (--model PATH).")
 
 
+# -- lanterne export -------------------------------------------------------------------------------
+
+
+def command_export(args: argparse.Namespace) -> None:
+    from lanterne.checkpoints import save_huggingface
+
+    target = Path(args.gguf or args.huggingface)
+    if target.exists() and not args.overwrite:
+        raise InputFileError(f"{target} already exists; choose another path or pass --overwrite")
+    if not target.parent.is_dir():
+        raise InputFileError(f"folder {target.parent} does not exist; create it first")
+    model, tokenizer = _load_model(args)
+    if args.gguf:
+        from lanterne.interop.gguf_writer import save_gguf
+
+        save_gguf(model, tokenizer, target, dtype=args.type)
+    else:
+        save_huggingface(model, target, tokenizer)
+    size = target.stat().st_size if target.is_file() else sum(path.stat().st_size for path in target.iterdir())
+    if args.json:
+        _print_json({"model": str(args.model), "out": str(target), "bytes": size, "type": args.type if args.gguf else None})
+    else:
+        print(f"wrote {target} ({size / 1e6:.1f} MB)")
+
+
 # -- lanterne generate / predict -------------------------------------------------------------------
 
 
@@ -381,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--temperature", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=command_predict)
+
+    export = verbs.add_parser("export", help="write a model for other tools: GGUF (llama.cpp, Ollama, LM Studio) or a HuggingFace folder")
+    export.add_argument("model", help="named model, .gguf file, model folder or training run folder")
+    destination = export.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--gguf", metavar="OUT.gguf", help="write one GGUF file (GPT-2- and Llama-shaped models)")
+    destination.add_argument("--huggingface", metavar="FOLDER", help="write a folder transformers loads (from_pretrained)")
+    export.add_argument("--type", choices=["f32", "f16", "bf16", "q8_0"], default="f32", help="GGUF weight type (default f32)")
+    export.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
+    export.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(run=command_export)
 
     training = verbs.add_parser("train", help="train a GPT on your text (torchrun for several processes)")
     training.add_argument("--data", help="a text file, a folder of .txt/.md files, or a .jsonl file")

@@ -23,23 +23,26 @@ from lanterne.errors import CheckpointError, ConfigError, LanterneError
 from lanterne.files import atomic_path, atomic_write_text
 
 # The families Lanterne runs, by GGUF's `general.architecture`.
-ARCHITECTURES = ("llama", "gemma3")
+ARCHITECTURES = ("gpt2", "llama", "gemma3")
 
-# GGUF tensor name -> Lanterne name; "{i}" is the block number. q, k and v are joined into qkv.
+# GGUF module name -> Lanterne module name ("{i}" is the block number); ".weight" or ".bias" follows.
+# Llama and Gemma store q, k and v apart (joined into qkv on reading); GPT-2 stores them joined.
 NAME_MAP = {
-    "token_embd.weight": "embeddings.token.weight",
-    "output.weight": "lm_head.weight",
-    "output_norm.weight": "final_norm.weight",
-    "blk.{i}.attn_norm.weight": "blocks.{i}.norm_attention.weight",
-    "blk.{i}.attn_output.weight": "blocks.{i}.attention.output.weight",
-    "blk.{i}.attn_q_norm.weight": "blocks.{i}.attention.query_norm.weight",
-    "blk.{i}.attn_k_norm.weight": "blocks.{i}.attention.key_norm.weight",
-    "blk.{i}.post_attention_norm.weight": "blocks.{i}.post_norm_attention.weight",
-    "blk.{i}.ffn_norm.weight": "blocks.{i}.norm_feedforward.weight",
-    "blk.{i}.post_ffw_norm.weight": "blocks.{i}.post_norm_feedforward.weight",
-    "blk.{i}.ffn_gate.weight": "blocks.{i}.feedforward.gate.weight",
-    "blk.{i}.ffn_up.weight": "blocks.{i}.feedforward.expand.weight",
-    "blk.{i}.ffn_down.weight": "blocks.{i}.feedforward.project.weight",
+    "token_embd": "embeddings.token",
+    "position_embd": "embeddings.position",
+    "output": "lm_head",
+    "output_norm": "final_norm",
+    "blk.{i}.attn_norm": "blocks.{i}.norm_attention",
+    "blk.{i}.attn_qkv": "blocks.{i}.attention.qkv",
+    "blk.{i}.attn_output": "blocks.{i}.attention.output",
+    "blk.{i}.attn_q_norm": "blocks.{i}.attention.query_norm",
+    "blk.{i}.attn_k_norm": "blocks.{i}.attention.key_norm",
+    "blk.{i}.post_attention_norm": "blocks.{i}.post_norm_attention",
+    "blk.{i}.ffn_norm": "blocks.{i}.norm_feedforward",
+    "blk.{i}.post_ffw_norm": "blocks.{i}.post_norm_feedforward",
+    "blk.{i}.ffn_gate": "blocks.{i}.feedforward.gate",
+    "blk.{i}.ffn_up": "blocks.{i}.feedforward.expand",
+    "blk.{i}.ffn_down": "blocks.{i}.feedforward.project",
 }
 _QKV = ("attn_q", "attn_k", "attn_v")
 
@@ -93,6 +96,15 @@ def config_from_metadata(metadata: dict[str, Any], source: str) -> GPTConfig:
 
     n_heads = int(value("attention.head_count"))
     vocab_size = len(metadata.get("tokenizer.ggml.tokens") or []) or int(value("vocab_size"))
+    if architecture == "gpt2":
+        try:
+            return GPTConfig(
+                vocab_size=vocab_size, context_length=int(value("context_length")), d_model=int(value("embedding_length")),
+                n_heads=n_heads, n_layers=int(value("block_count")), d_ff=int(value("feed_forward_length")),
+                layer_norm_epsilon=float(value("attention.layer_norm_epsilon")), activation="gelu_tanh", bias=True,
+            )
+        except ConfigError as error:
+            raise CheckpointError(f"{source}: the header describes no working model ({error})") from None
     common = dict(
         vocab_size=vocab_size,
         context_length=int(value("context_length")),
@@ -162,7 +174,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         array = np.ascontiguousarray(array, dtype=np.float32)
         raw[tensor.name] = torch.from_numpy(array if array.flags.writeable else array.copy())  # F32 data is the read-only file
     tensors: dict[str, torch.Tensor] = {}
-    for layer in range(config.n_layers):
+    for layer in range(config.n_layers if architecture != "gpt2" else 0):  # GPT-2 files keep qkv joined
         parts = [raw.pop(f"blk.{layer}.{part}.weight", None) for part in _QKV]
         if any(part is None for part in parts):
             raise CheckpointError(f"{path}: block {layer} lacks its query, key or value weights; the file is incomplete")
@@ -177,18 +189,30 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         if architecture == "gemma3" and name.endswith("norm.weight"):
             tensor = tensor - 1.0  # llama.cpp stores Gemma's (1 + weight); Lanterne keeps the weight
         tensors[lanterne_name] = tensor
-    if "lm_head.weight" in tensors:
+    if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], tensors.get("embeddings.token.weight", torch.empty(0))):
         config = config.with_changes(tie_embeddings=False)
+    else:
+        tensors.pop("lm_head.weight", None)  # llama.cpp's GPT-2 files repeat the token embedding as the output layer
     return GGUFContents(config, tensors, metadata)
 
 
 def _lanterne_name(gguf_name: str) -> str | None:
-    parts = gguf_name.split(".")
-    if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
-        template = ".".join(["blk", "{i}", *parts[2:]])
-        target = NAME_MAP.get(template)
-        return target.format(i=parts[1]) if target else None
-    return NAME_MAP.get(gguf_name)
+    module, _, kind = gguf_name.rpartition(".")
+    parts = module.split(".")
+    block = parts[1] if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit() else None
+    template = ".".join(["blk", "{i}", *parts[2:]]) if block is not None else module
+    target = NAME_MAP.get(template)
+    return f"{target.format(i=block)}.{kind}" if target and kind in ("weight", "bias") else None
+
+
+def gguf_name(lanterne_name: str) -> str:
+    """The GGUF name of a Lanterne parameter (the inverse of the table; qkv stays joined)."""
+    module, _, kind = lanterne_name.rpartition(".")
+    parts = module.split(".")
+    block = parts[1] if parts[0] == "blocks" else None
+    template = ".".join(["blocks", "{i}", *parts[2:]]) if block is not None else module
+    reverse = {ours: theirs for theirs, ours in NAME_MAP.items()}
+    return f"{reverse[template].format(i=block)}.{kind}"
 
 
 def _gguf_version() -> str:
@@ -231,11 +255,12 @@ def load_gguf(path: str | os.PathLike, cache_folder: Path | None, *, sha256: str
             raise CheckpointError(f"the cached copy of {path.name} in {folder} is damaged ({error}); delete that folder") from None
     else:
         contents = read_gguf(path)
-        tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # fails before anything is cached
+        model = _build(contents.config, contents.tensors, str(path))  # a header that does not match the tensors fails here...
+        tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # ... and an unreadable tokenizer here: nothing cached
         tokenizer.chat_template = contents.metadata.get("tokenizer.chat_template")
-        config, tensors = contents.config, contents.tensors
         if folder is not None:
-            _write_cache(folder, config, tensors, tokenizer)
+            _write_cache(folder, contents.config, contents.tensors, tokenizer)
+        return model.to(dtype), tokenizer
     return _build(config, tensors, str(path)).to(dtype), tokenizer
 
 

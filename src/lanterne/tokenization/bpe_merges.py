@@ -120,3 +120,22 @@ def explain_pieces(parts: Sequence[Part], rank_of: Callable[[Part, Part], int | 
         pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
         steps.append(list(pieces))
     return steps
+
+
+def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list a ranks table implies (what HuggingFace and GGUF files store), best first.
+
+    tiktoken keeps only ranks; a merge list says which two tokens join into each one. The pair for
+    a token is found by running the merges on its bytes with only lower-ranked tokens allowed: the
+    two parts left are the ones the merge joins. Raises ValueError for a token no merge builds.
+    """
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) < 2:
+            continue
+        allowed = lambda left, right, rank=rank: found if (found := ranks.get(left + right)) is not None and found < rank else None  # noqa: E731
+        parts = explain_pieces([token[i : i + 1] for i in range(len(token))], allowed)[-1]
+        if len(parts) != 2:
+            raise ValueError(f"token {rank} ({token!r}) is not the merge of two lower-ranked tokens")
+        merges.append((parts[0], parts[1]))
+    return merges

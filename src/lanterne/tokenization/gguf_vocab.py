@@ -17,7 +17,7 @@ from typing import Any
 from lanterne.errors import VocabularyFileError
 from lanterne.tokenization.bpe import Backend, ByteLevelBPE
 from lanterne.tokenization.huggingface import check_merges_follow_ids
-from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN
+from lanterne.tokenization.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 from lanterne.tokenization.sentencepiece import SPACE, SentencePieceBPE
 from lanterne.tokenization.utf8 import bytes_to_unicode
 
@@ -30,6 +30,8 @@ PRE_TOKENIZERS = {
     # Llama 3: GPT-4's pattern (cl100k).
     "llama-bpe": CL100K_PATTERN,
     "llama3": CL100K_PATTERN,
+    # GPT-4o's pattern (o200k).
+    "gpt-4o": O200K_PATTERN,
     # Qwen2: GPT-4's pattern, digits one by one.
     "qwen2": (
         r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
@@ -73,13 +75,16 @@ def _byte_level_bpe(metadata: dict[str, Any], source: str, backend: Backend) -> 
     ranks: dict[bytes, int] = {}
     specials: dict[str, int] = {}
     for token_id, (token, token_type) in enumerate(zip(tokens, types)):
+        if token_type == UNUSED:
+            continue  # padding rows ('[PAD123]'): no text becomes them
         if token_type in (CONTROL, USER_DEFINED):
             specials[token] = token_id  # matched in the text (when allowed), never built by merges
         elif all(char in byte_of for char in token):
             ranks[bytes(byte_of[char] for char in token)] = token_id
         else:
             raise VocabularyFileError(f"{source}: token {token_id} ({token!r}) is not in GPT-2's byte alphabet; this BPE is not byte-level")
-    check_merges_follow_ids(merges, {token: token_id for token_id, token in enumerate(tokens)}, specials, source)
+    used = {token: token_id for token_id, (token, token_type) in enumerate(zip(tokens, types)) if token_type != UNUSED}
+    check_merges_follow_ids(merges, used, specials, source)
     eos_id = metadata.get("tokenizer.ggml.eos_token_id")
     eos_token = tokens[eos_id] if eos_id is not None and 0 <= eos_id < len(tokens) and tokens[eos_id] in specials else None
     name = metadata.get("general.name")

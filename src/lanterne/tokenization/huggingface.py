@@ -1,4 +1,4 @@
-"""Reading HuggingFace `tokenizer.json` files: BERT's WordPiece, GPT-2-style byte-level BPE, SentencePiece BPE.
+"""HuggingFace `tokenizer.json` files: reading BERT's WordPiece, GPT-2-style byte-level BPE, SentencePiece BPE; writing byte-level BPE.
 
 A tokenizer.json describes a pipeline (normalizer -> pre-tokenizer -> model -> decoder); the
 pipelines Lanterne implements become a WordPieceTokenizer, a ByteLevelBPE or a SentencePieceBPE
@@ -252,6 +252,46 @@ def _byte_level_pattern(pre_tokenizer: dict[str, Any] | None, path: Path) -> str
         f"{path}: this pre-tokenizer is not supported; Lanterne reads ByteLevel(use_regex=true) "
         "or Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]"
     )
+
+
+def byte_level_bpe_document(tokenizer: ByteLevelBPE) -> dict[str, Any]:
+    """A HuggingFace tokenizer.json document for `tokenizer`, with the same ids (tokenizers and transformers load it).
+
+    HuggingFace stores merges where Lanterne stores ranks; `merges_from_ranks` recovers them.
+    """
+    from lanterne.tokenization.bpe_merges import merges_from_ranks
+
+    alphabet = bytes_to_unicode()
+    spell = lambda token: "".join(alphabet[byte] for byte in token)  # noqa: E731
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    if tokenizer.pattern == GPT2_PATTERN:
+        pre_tokenizer = byte_level
+    else:
+        split = {"type": "Split", "pattern": {"Regex": tokenizer.pattern}, "behavior": "Isolated", "invert": False}
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": token_id, "content": text, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+            for text, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1])
+        ],
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+            "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            # Special tokens are in the vocabulary too: else `tokenizers` gives them new ids past its end.
+            "vocab": dict(
+                sorted([*((spell(token), token_id) for token, token_id in tokenizer.ranks.items()), *tokenizer.special_tokens.items()],
+                       key=lambda item: item[1])
+            ),
+            "merges": [[spell(left), spell(right)] for left, right in merges_from_ranks(tokenizer.ranks)],
+        },
+    }
 
 
 def check_merges_follow_ids(merges: list[Any], vocab: dict[str, int], specials: dict[str, int], path: Path | str) -> None:
