@@ -193,7 +193,7 @@ def prefill_speed(ours, length: int, repeat: int, device: torch.device) -> float
     ids = torch.randint(0, ours.config.vocab_size, (1, length), device=device)
 
     def run():
-        ours(ids, cache=ours.new_cache(1), last_only=True)
+        ours(ids, cache=ours.new_cache(1, length), last_only=True)  # sized as generation sizes it
 
     return length / best_of(run, repeat, device)
 

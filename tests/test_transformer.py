@@ -137,3 +137,21 @@ def test_cache_overflow_is_a_clear_error(model):
     model(torch.zeros(1, 20, dtype=torch.long), cache=cache)
     with pytest.raises(ModelInputError, match="longer than the model's context"):
         model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_products_of_many_rows_are_computed_in_fp32_where_the_cpu_lacks_bf16(has_bf16, monkeypatch):
+    from lanterne import linear
+
+    monkeypatch.setattr(linear, "cpu_has_bf16_arithmetic", lambda: has_bf16)
+    torch.manual_seed(0)
+    layer = linear.Linear(64, 48).to(torch.bfloat16)
+    x = torch.randn(2, linear.UPCAST_MIN_ROWS, 64, dtype=torch.bfloat16)
+    exact = torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
+    out = layer(x)
+    assert out.dtype == torch.bfloat16
+    if not has_bf16:  # fp32 arithmetic, rounded once
+        assert torch.equal(out, exact.to(torch.bfloat16))
+    torch.testing.assert_close(out.float(), exact, atol=0.05, rtol=0.02)
+    one_row = x[:, :1]
+    assert torch.equal(layer(one_row), torch.nn.functional.linear(one_row, layer.weight, layer.bias))  # decoding stays bf16

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lanterne.config import GPTConfig
+from lanterne.linear import Linear
 from lanterne.layer_norm import make_norm
 from lanterne.positions import rotate
 
@@ -48,8 +49,10 @@ class KVCache:
     ) -> None:
         self.max_length = max_length or config.context_length
         shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_length, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # Never read past `length`, so left uninitialised: a cache sized for Gemma's 32k context costs
+        # nothing until used, where zeroing it took half a second.
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
 
     def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +102,8 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.query_size = config.n_heads * config.head_dim
         self.key_value_size = config.n_kv_heads * config.head_dim
-        self.qkv = nn.Linear(config.d_model, self.query_size + 2 * self.key_value_size, bias=config.bias)
-        self.output = nn.Linear(self.query_size, config.d_model, bias=config.bias)
+        self.qkv = Linear(config.d_model, self.query_size + 2 * self.key_value_size, bias=config.bias)
+        self.output = Linear(self.query_size, config.d_model, bias=config.bias)
         # Gemma 3 normalises each head's query and key vector before turning them.
         self.query_norm = make_norm(config, config.head_dim) if config.qk_norm else None
         self.key_norm = make_norm(config, config.head_dim) if config.qk_norm else None

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lanterne.config import GPTConfig
+from lanterne.linear import Linear
 
 
 def activation_function(name: str):
@@ -35,10 +36,10 @@ class FeedForward(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.expand = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
-        self.gate = nn.Linear(config.d_model, config.d_ff, bias=config.bias) if config.feedforward == "gated" else None
+        self.expand = Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.gate = Linear(config.d_model, config.d_ff, bias=config.bias) if config.feedforward == "gated" else None
         self.activation = activation_function(config.activation)
-        self.project = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+        self.project = Linear(config.d_ff, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from lanterne.embedding import Embeddings
 from lanterne.errors import ModelInputError
 from lanterne.feedforward import FeedForward
 from lanterne.layer_norm import make_norm
+from lanterne.linear import Linear
 from lanterne.positions import RotaryEmbedding
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class GPT(nn.Module):
             self.rotary = RotaryEmbedding(config.head_dim, config.rope_base)
             # Gemma 3's sliding-window layers turn at their own base.
             self.rotary_local = RotaryEmbedding(config.head_dim, config.rope_local_base) if config.rope_local_base else None
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.token.weight
         self.apply(self._init_weights)
