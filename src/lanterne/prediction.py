@@ -49,7 +49,15 @@ def next_token_table(model, tokenizer, prompt: str, top: int = 10, temperatures:
     """The `top` most likely next tokens after `prompt`, with logits and probabilities at each temperature."""
     ids = fit_prompt(encode_prompt(tokenizer, prompt), model.config.context_length, strict=False)
     device = next(model.parameters()).device
-    logits = model(torch.tensor([ids], device=device), last_only=True).logits[0, -1].float()
+    logits = model(torch.tensor([ids], device=device), last_only=True).logits[0, -1]
+    return table_from_logits(logits, tokenizer, prompt, top, temperatures)
+
+
+def table_from_logits(
+    logits: torch.Tensor, tokenizer, prompt: str, top: int = 10, temperatures: Sequence[float] = (0.5, 1.0, 2.0)
+) -> NextTokenTable:
+    """The table for next-token `logits` (vocab_size,) already computed."""
+    logits = logits.float()
     logits = logits[: min(logits.shape[0], tokenizer.vocab_size)]  # a vocabulary padded past the tokenizer's: not tokens
     distributions = {t: next_token_distribution(logits, temperature=t) for t in temperatures}
     best = torch.topk(logits, min(top, logits.shape[0]))

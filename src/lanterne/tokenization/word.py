@@ -32,6 +32,7 @@ class WordTokenizer(Tokenizer):
         self.unknown = unknown
         self.words = [unknown] + [word for word in words if word != unknown]
         self.id_of = {word: index for index, word in enumerate(self.words)}
+        self.unknown_id = 0
         if len(self.id_of) != len(self.words):
             raise TokenizerError("a word vocabulary lists each word once")
         self._regex = regex.compile(WORD_PATTERN)
