@@ -166,6 +166,109 @@ def command_models(args: argparse.Namespace) -> None:
     print("Also: any .gguf file, model folder or training run folder by path (--model PATH).")
 
 
+# -- looking inside: lanterne embeddings / attention / lens / context / tour ------------------------
+
+
+def _language(args: argparse.Namespace, text: str) -> str:
+    from lanterne.inspect.drawing import check_language
+    from lanterne.inspect.language import detect_language
+
+    return check_language(args.lang) if args.lang else detect_language(text)
+
+
+def _save_out(args: argparse.Namespace, figure) -> None:
+    if args.out:
+        from lanterne.inspect.drawing import save_as
+
+        path = save_as(figure, args.out)
+        if not args.json:
+            print(f"figure: {path}")
+
+
+def command_embeddings(args: argparse.Namespace) -> None:
+    from lanterne.inspect import embeddings
+
+    model, tokenizer = _load_model(args)
+    lang = _language(args, args.word if not args.map else " ".join(args.map))
+    view = embeddings.embedding_view(model, tokenizer, args.word, args.neighbours)
+    mapped = embeddings.embedding_map(model, tokenizer, args.map) if args.map else None
+    analogy = embeddings.analogy(model, tokenizer, *args.analogy) if args.analogy else None
+    if args.json:
+        _print_json({"word": view.as_dict(), "map": mapped.as_dict() if mapped else None, "analogy": analogy.as_dict() if analogy else None})
+    else:
+        word = view.word
+        note = f" (mean of {len(word.ids)} tokens: {word.tokens})" if word.averaged else f" (token {word.ids[0]})"
+        print(f"{word.word!r}{note}: {word.dimensions} numbers, length {word.norm:.3f}, first: {word.first_values}")
+        for neighbour in view.neighbours:
+            print(f"  {neighbour.similarity:+.3f}  {neighbour.token!r} (id {neighbour.id})")
+        if mapped:
+            for name, x, y in zip(mapped.words, mapped.x, mapped.y):
+                print(f"  map {name!r}: ({x:+.3f}, {y:+.3f})")
+        if analogy:
+            print(f"{analogy.a} - {analogy.b} + {analogy.c} ≈ " + ", ".join(f"{n.token!r} ({n.similarity:.2f})" for n in analogy.neighbours))
+    _save_out(args, embeddings.draw_map(mapped, lang) if mapped else embeddings.draw_neighbours(view, lang))
+
+
+def command_attention(args: argparse.Namespace) -> None:
+    from lanterne.inspect import attention
+    from lanterne.inspect.recording import check_layer_head, record
+
+    model, tokenizer = _load_model(args)
+    prompt = args.prompt if args.prompt is not None else attention.MURDER_MYSTERY[args.lang or "en"]
+    lang = _language(args, prompt)
+    check_layer_head(model, args.layer, args.head)
+    recording = record(model, tokenizer, prompt)
+    layer, head = args.layer, args.head
+    if layer is None and head is None:
+        layer, head = attention.most_focused_head(model, recording)
+    view = attention.attention_view(model, recording, layer, head)
+    if args.json:
+        _print_json(view.as_dict())
+    else:
+        who = "average of the heads" if view.head is None else f"head {view.head}"
+        print(f"layer {view.layer}, {who}" + (f", sliding window {view.window}" if view.window else ""))
+        for position, links in enumerate(view.top_attended):
+            targets = ", ".join(f"{link.token!r} {link.weight:.2f}" for link in links)
+            print(f"  {position:4d} {view.tokens[position]!r:>16} → {targets}")
+    _save_out(args, attention.draw_attention(view, lang))
+
+
+def command_lens(args: argparse.Namespace) -> None:
+    from lanterne.inspect import logit_lens
+    from lanterne.inspect.recording import record
+
+    model, tokenizer = _load_model(args)
+    lens = logit_lens.logit_lens(model, record(model, tokenizer, args.prompt), tokenizer)
+    if args.json:
+        _print_json(lens.as_dict())
+    else:
+        print(f"the most likely token after {lens.tokens[-1]!r}, read after each layer:")
+        for name, row in zip(lens.layers, lens.readings):
+            print(f"  {name:>12}: {row[-1].token!r} ({row[-1].probability:.3f})")
+    _save_out(args, logit_lens.draw_logit_lens(lens, _language(args, args.prompt)))
+
+
+def command_tour(args: argparse.Namespace) -> None:
+    from lanterne.inspect.tour import print_section, run_tour
+
+    console = _console()
+    model, tokenizer = _load_model(args)
+    with console.status("…") as status:
+        def started(name: str) -> None:
+            status.update(f"computing: {name.replace('_', ' ')}")
+
+        def finished(section) -> None:
+            if not args.json:
+                print_section(console, section)
+
+        tour = run_tour(model, tokenizer, args.prompt, model_name=str(args.model), lang=args.lang, out=args.out,
+                        measure_cost=not args.no_cost, on_start=started, on_section=finished)
+    if args.json:
+        _print_json(json.loads(json.dumps(tour.as_dict(), default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))))
+    else:
+        console.print(f"\n[bold]report:[/] {Path(args.out) / 'index.html'} ({tour.seconds:.1f} s)")
+
+
 # -- lanterne export -------------------------------------------------------------------------------
 
 
@@ -407,6 +510,38 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run=command_predict)
 
+    embeddings = verbs.add_parser("embeddings", help="a word's vector, its nearest tokens, a 2-D map, analogies")
+    embeddings.add_argument("word")
+    _model_arguments(embeddings)
+    embeddings.add_argument("--neighbours", type=int, default=10, help="how many nearest tokens (default 10)")
+    embeddings.add_argument("--map", nargs="+", metavar="WORD", help="place these words on a 2-D map (PCA)")
+    embeddings.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="A - B + C, e.g. roi homme femme")
+    _figure_arguments(embeddings)
+    embeddings.set_defaults(run=command_embeddings)
+
+    attention = verbs.add_parser("attention", help="who looks at whom: one layer and head's attention weights")
+    attention.add_argument("prompt", nargs="?", default=None, help="the text (default: the lecture's murder-mystery passage)")
+    _model_arguments(attention)
+    attention.add_argument("--layer", type=int, default=None, help="layer (default: the most focused head's)")
+    attention.add_argument("--head", type=int, default=None, help="head (default: the most focused; with --layer only: the average)")
+    _figure_arguments(attention)
+    attention.set_defaults(run=command_attention)
+
+    lens = verbs.add_parser("lens", help="the logit lens: the next token read after each layer")
+    lens.add_argument("prompt")
+    _model_arguments(lens)
+    _figure_arguments(lens)
+    lens.set_defaults(run=command_lens)
+
+    tour = verbs.add_parser("tour", help="the whole lecture on your sentence, in the terminal and as an HTML report")
+    tour.add_argument("prompt")
+    _model_arguments(tour)
+    tour.add_argument("--lang", choices=["fr", "en"], default=None, help="language (default: the prompt's)")
+    tour.add_argument("--out", default="lanterne-tour", help="report folder: index.html and every figure (default: lanterne-tour)")
+    tour.add_argument("--no-cost", action="store_true", help="skip timing forward passes of growing length")
+    tour.add_argument("--json", action="store_true")
+    tour.set_defaults(run=command_tour)
+
     export = verbs.add_parser("export", help="write a model for other tools: GGUF (llama.cpp, Ollama, LM Studio) or a HuggingFace folder")
     export.add_argument("model", help="named model, .gguf file, model folder or training run folder")
     destination = export.add_mutually_exclusive_group(required=True)
@@ -448,6 +583,12 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--stop", action="append", help="stop at this text (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+
+
+def _figure_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lang", choices=["fr", "en"], default=None, help="figure labels (default: the text's language)")
+    parser.add_argument("--out", default=None, metavar="FILE.png|.svg", help="save the figure")
+    parser.add_argument("--json", action="store_true")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

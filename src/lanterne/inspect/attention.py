@@ -159,3 +159,18 @@ def draw_who_looks_where(view: AttentionView, position: int = -1, lang: str = "e
     token = view.tokens[position]
     axis.set_title(say(lang, f"Où regarde {token!r} — ", f"Where {token!r} looks — ") + _title(view, lang).split("— ", 1)[1])
     return figure
+
+
+def most_focused_head(model, recording: Recording, position: int = -1) -> tuple[int, int]:
+    """(layer, head) where the token at `position` puts the most weight on one earlier token other than
+    the first (which many heads use as a resting place, an "attention sink") and itself."""
+    position %= len(recording.ids)
+    best, where = -1.0, (model.config.n_layers - 1, 0)
+    if position < 2:
+        return where
+    for layer, details in enumerate(recording.attentions):
+        weights = details.weights[0, :, position, 1:position].float()  # (heads, earlier tokens but the first)
+        value, index = weights.max(dim=-1).values.max(dim=0)
+        if float(value) > best:
+            best, where = float(value), (layer, int(index))
+    return where

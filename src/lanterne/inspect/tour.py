@@ -1,0 +1,316 @@
+"""The tour: the whole lecture, slide by slide, computed on one sentence with one model.
+
+`run_tour` records one forward pass and walks the slides in the lecture's order (tokenization,
+embeddings, next word, attention, feed-forward, logit lens, context length, temperature). Each
+section has a few lines of real numbers for the terminal, its data as JSON, and its figures (PNG and
+SVG); `write_report` gathers them in one HTML page that opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lanterne.errors import InputFileError
+from lanterne.inspect import attention, embeddings, feedforward, logit_lens, next_word
+from lanterne.inspect.drawing import check_language, save_figure, say
+from lanterne.inspect.language import detect_language
+from lanterne.inspect.recording import Recording, record
+
+# Words for the embedding map and analogy, by language.
+MAP_WORDS = {
+    "fr": ["roi", "reine", "homme", "femme", "soleil", "lune", "est", "ouest", "chat", "chien"],
+    "en": ["king", "queen", "man", "woman", "sun", "moon", "east", "west", "cat", "dog"],
+}
+ANALOGY = {"fr": ("roi", "homme", "femme"), "en": ("king", "man", "woman")}
+
+
+@dataclass
+class Section:
+    """One slide: its title, a few lines of real numbers, its data, and its figures (file names in the report folder)."""
+
+    key: str
+    title: str
+    lines: list[str]
+    data: dict
+    figures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tour:
+    prompt: str
+    model: str
+    lang: str
+    sections: list[Section]
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Context:
+    """What every section reads."""
+
+    model: object
+    tokenizer: object
+    prompt: str
+    lang: str
+    recording: Recording
+    out: Path | None
+    measure_cost: bool
+
+    def save(self, figure, name: str) -> list[str]:
+        """Save a figure as name.png and name.svg in the report folder (none without a folder); returns the PNG's name."""
+        if self.out is None:
+            return []
+        save_figure(figure, self.out / name)  # figures are not pyplot's: nothing to close
+        return [f"{name}.png"]
+
+
+def _say(context: _Context, french: str, english: str) -> str:
+    return say(context.lang, french, english)
+
+
+# -- the sections, in the lecture's order ---------------------------------------------------------
+
+
+def _tokenization(context: _Context) -> Section:
+    from lanterne.inspect import tokens
+
+    view = tokens.tokenization_view(context.prompt, context.tokenizer)
+    lines = []
+    for row in view.as_dict()["rows"]:
+        lines.append(f"{row['name']}: {row['count']} tokens, vocab {row['vocab_size']:,}, OOV {row['unknown_rate']:.0%}")
+    shown = " | ".join(context.recording.tokens[:40]) + (" | …" if len(context.recording.tokens) > 40 else "")
+    lines.append(_say(context, f"tokens du modèle : {shown}", f"model tokens: {shown}"))
+    return Section("tokenization", _say(context, "1. Tokenisation", "1. Tokenization"), lines, view.as_dict(),
+                   context.save(tokens.draw_tokenization(view, context.lang), "tokenization"))
+
+
+def _first_word(context: _Context) -> str:
+    """The longest word of the prompt: the one whose vector is shown."""
+    import regex
+
+    words = regex.findall(r"\p{L}+", context.prompt)
+    return max(words, key=len) if words else MAP_WORDS[context.lang][0]
+
+
+def _embeddings(context: _Context) -> Section:
+    word = _first_word(context)
+    view = embeddings.embedding_view(context.model, context.tokenizer, word, neighbours=10)
+    mapped = embeddings.embedding_map(context.model, context.tokenizer, MAP_WORDS[context.lang])
+    a, b, c = ANALOGY[context.lang]
+    analogy = embeddings.analogy(context.model, context.tokenizer, a, b, c)
+    values = ", ".join(f"{value:+.3f}" for value in view.word.first_values[:6])
+    averaged = _say(context, " (moyenne de plusieurs tokens)", " (mean of several tokens)") if view.word.averaged else ""
+    lines = [
+        _say(context, f"« {word} »{averaged} = [{values}, …] ({view.word.dimensions} nombres, longueur {view.word.norm:.2f})",
+             f"“{word}”{averaged} = [{values}, …] ({view.word.dimensions} numbers, length {view.word.norm:.2f})"),
+        _say(context, "voisins : ", "neighbours: ") + ", ".join(f"{n.token!r} {n.similarity:.2f}" for n in view.neighbours[1:7]),
+        f"{a} − {b} + {c} ≈ " + ", ".join(f"{n.token!r} ({n.similarity:.2f})" for n in analogy.neighbours[:3]),
+    ]
+    figures = context.save(embeddings.draw_neighbours(view, context.lang), "embedding-neighbours")
+    figures += context.save(embeddings.draw_map(mapped, context.lang), "embedding-map")
+    data = {"word": view.as_dict(), "map": mapped.as_dict(), "analogy": analogy.as_dict()}
+    return Section("embeddings", _say(context, "2. Plongements (embeddings)", "2. Embeddings"), lines, data, figures)
+
+
+def _next_word(context: _Context) -> Section:
+    table = next_word.next_word_view(context.recording, context.tokenizer, top=8)
+    lines = [
+        f"{candidate.text!r:>14}  logit {candidate.logit:7.2f}  p {candidate.probabilities[1.0]:.3f}"
+        for candidate in table.candidates[:6]
+    ]
+    lines.append(_say(context, f"entropie à T=1 : {table.entropy_bits[1.0]:.2f} bits", f"entropy at T=1: {table.entropy_bits[1.0]:.2f} bits"))
+    return Section("next_word", _say(context, "3. Prédiction du mot suivant", "3. Next-word prediction"), lines,
+                   table.as_dict(), context.save(next_word.draw_next_word(table, context.lang), "next-word"))
+
+
+def _attention(context: _Context) -> Section:
+    model, recording = context.model, context.recording
+    layer, head = attention.most_focused_head(model, recording)
+    view = attention.attention_view(model, recording, layer, head)
+    looks = attention.where_token_looks(view, -1, 4)
+    last = recording.tokens[-1]
+    lines = [
+        _say(context, f"{model.config.n_layers} couches × {model.config.n_heads} têtes ; Q, K, V de {model.config.head_dim} nombres par tête",
+             f"{model.config.n_layers} layers × {model.config.n_heads} heads; Q, K, V of {model.config.head_dim} numbers per head"),
+        _say(context, f"couche {layer}, tête {head} : {last!r} regarde ", f"layer {layer}, head {head}: {last!r} looks at ")
+        + ", ".join(f"{link.token!r} {link.weight:.2f}" for link in looks),
+    ]
+    figures = context.save(attention.draw_attention(view, context.lang), "attention")
+    figures += context.save(attention.draw_who_looks_where(view, lang=context.lang), "attention-last-token")
+    mystery_text = attention.MURDER_MYSTERY[context.lang]
+    mystery = record(model, context.tokenizer, mystery_text)
+    mystery_layer, mystery_head = attention.most_focused_head(model, mystery)
+    mystery_view = attention.attention_view(model, mystery, mystery_layer, mystery_head)
+    verb = mystery.tokens[-1]
+    lines.append(
+        _say(context, f"énigme : {verb!r} (couche {mystery_layer}, tête {mystery_head}) regarde ",
+             f"murder mystery: {verb!r} (layer {mystery_layer}, head {mystery_head}) looks at ")
+        + ", ".join(f"{link.token!r} {link.weight:.2f}" for link in attention.where_token_looks(mystery_view, -1, 4))
+    )
+    figures += context.save(attention.draw_who_looks_where(mystery_view, lang=context.lang), "attention-murder-mystery")
+    data = {"prompt": view.as_dict(), "murder_mystery": {"text": mystery_text, **mystery_view.as_dict()}}
+    return Section("attention", _say(context, "4. Attention (Q, K, V)", "4. Attention (Q, K, V)"), lines, data, figures)
+
+
+def _feedforward(context: _Context) -> Section:
+    view = feedforward.feedforward_view(context.model, context.recording)
+    attention_total = sum(map(sum, view.attention_norms))
+    feedforward_total = sum(map(sum, view.feedforward_norms))
+    lines = [
+        _say(context, f"ce modèle : {view.shape.description} (la diapo dit 4×, ReLU/GELU)",
+             f"this model: {view.shape.description} (the slide says 4×, ReLU/GELU)"),
+        _say(context, f"part du feed-forward dans les changements du vecteur : {feedforward_total / (attention_total + feedforward_total):.0%}",
+             f"feed-forward's share of the changes to the vectors: {feedforward_total / (attention_total + feedforward_total):.0%}"),
+    ]
+    return Section("feedforward", _say(context, "5. Bloc feed-forward", "5. Feed-forward block"), lines, view.as_dict(),
+                   context.save(feedforward.draw_contributions(view, context.lang), "feedforward"))
+
+
+def _logit_lens(context: _Context) -> Section:
+    lens = logit_lens.logit_lens(context.model, context.recording, context.tokenizer)
+    steps = [(name, row[-1]) for name, row in zip(lens.layers, lens.readings)]
+    shown = steps if len(steps) <= 8 else steps[:: max(1, len(steps) // 7)] + [steps[-1]]
+    lines = [" → ".join(f"{reading.token!r}" for _, reading in shown)]
+    lines.append(_say(context, f"dernière couche : {steps[-1][1].token!r} ({steps[-1][1].probability:.2f})",
+                      f"last layer: {steps[-1][1].token!r} ({steps[-1][1].probability:.2f})"))
+    return Section("logit_lens", _say(context, "6. Couche par couche (logit lens)", "6. Layer by layer (logit lens)"), lines,
+                   lens.as_dict(), context.save(logit_lens.draw_logit_lens(lens, context.lang), "logit-lens"))
+
+
+def _context_length(context: _Context) -> Section:
+    from lanterne.inspect import context as context_slide
+
+    view = context_slide.context_view(context.model, context.tokenizer, context.prompt, measure_cost=context.measure_cost)
+    data = view.as_dict()
+    lines = context_slide.summary_lines(view, context.lang)
+    figures = context.save(context_slide.draw_context_table(view, context.lang), "context-table")
+    if view.cost:
+        figures += context.save(context_slide.draw_context_cost(view, context.lang), "context-cost")
+    return Section("context", _say(context, "7. Longueur de contexte", "7. Context length"), lines, data, figures)
+
+
+def _temperature(context: _Context) -> Section:
+    from lanterne.inspect import temperature
+
+    view = temperature.temperature_view(context.model, context.tokenizer, context.prompt, logits=context.recording.logits[-1])
+    lines = temperature.summary_lines(view, context.lang)
+    figures = context.save(temperature.draw_temperature_curves(view, context.lang), "temperature")
+    return Section("temperature", _say(context, "8. Température", "8. Temperature"), lines, view.as_dict(), figures)
+
+
+SECTIONS: list[Callable[[_Context], Section]] = [
+    _tokenization, _embeddings, _next_word, _attention, _feedforward, _logit_lens, _context_length, _temperature,
+]
+
+
+def run_tour(
+    model,
+    tokenizer,
+    prompt: str,
+    *,
+    model_name: str = "",
+    lang: str | None = None,
+    out: str | Path | None = None,
+    measure_cost: bool = True,
+    on_section: Callable[[Section], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> Tour:
+    """Compute every slide on `prompt`. `lang` defaults to the prompt's language; with `out`, figures go there.
+
+    on_start(name) is called before each section and on_section(section) after it (progress display).
+    """
+    started = time.perf_counter()
+    lang = check_language(lang) if lang else detect_language(prompt)
+    folder = _prepare_folder(out) if out is not None else None
+    model.eval()
+    context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost)
+    sections = []
+    for make in SECTIONS:
+        if on_start is not None:
+            on_start(make.__name__.strip("_"))
+        section = make(context)
+        sections.append(section)
+        if on_section is not None:
+            on_section(section)
+    tour = Tour(prompt, model_name, lang, sections, time.perf_counter() - started)
+    if folder is not None:
+        write_report(tour, folder)
+    return tour
+
+
+def _prepare_folder(out: str | Path) -> Path:
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".lanterne-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise InputFileError(f"cannot write the report to {folder} ({error.strerror or error}); choose another --out") from None
+    return folder
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.5; color: #222; }
+h1 { font-size: 1.8em; } h2 { border-bottom: 2px solid #5b3f8c; padding-bottom: .2em; margin-top: 2em; }
+pre { background: #f4f2f8; padding: .8em; white-space: pre-wrap; font-size: 1.05em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: .5em 0; } .links { font-size: .9em; }
+details { margin: .5em 0; } code { background: #f4f2f8; }
+"""
+
+
+def write_report(tour: Tour, folder: Path) -> Path:
+    """index.html in `folder`: every section's lines and figures (files beside it) and its data; no network reference."""
+    lang = tour.lang
+    title = say(lang, "Lanterne — visite guidée", "Lanterne — guided tour")
+    parts = [
+        f"<!DOCTYPE html><html lang='{lang}'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{say(lang, 'Texte', 'Text')} : <code>{html.escape(tour.prompt)}</code> — "
+        f"{say(lang, 'modèle', 'model')} : <code>{html.escape(tour.model)}</code> — {tour.seconds:.1f} s</p>",
+    ]
+    for section in tour.sections:
+        parts.append(f"<h2 id='{section.key}'>{html.escape(section.title)}</h2>")
+        parts.append("<pre>" + html.escape("\n".join(section.lines)) + "</pre>")
+        for figure in section.figures:
+            stem = Path(figure).stem
+            parts.append(f"<img src='{html.escape(figure)}' alt='{html.escape(stem)}'>")
+            parts.append(f"<div class='links'><a href='{stem}.png'>PNG</a> · <a href='{stem}.svg'>SVG</a></div>")
+        data = json.dumps(section.data, ensure_ascii=False, default=_plain)
+        if len(data) > 200_000:
+            data = data[:200_000] + " …"
+        parts.append(f"<details><summary>{say(lang, 'données (JSON)', 'data (JSON)')}</summary><pre>{html.escape(data)}</pre></details>")
+    parts.append("</body></html>")
+    path = folder / "index.html"
+    from lanterne.files import atomic_write_text
+
+    atomic_write_text(path, "\n".join(parts))
+    (folder / "tour.json").write_text(json.dumps(tour.as_dict(), ensure_ascii=False, default=_plain), encoding="utf-8")
+    return path
+
+
+def _plain(value):
+    """JSON for what as_dict left as tensors or numbers of numpy."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def print_section(console, section: Section) -> None:
+    """One section in the terminal: a coloured title and its lines."""
+    console.print(f"\n[bold magenta]{section.title}[/]")
+    for line in section.lines:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if section.figures:
+        console.print("  [dim]" + ", ".join(section.figures) + "[/]")
