@@ -29,6 +29,7 @@ from lanterne.config import GPTConfig  # noqa: E402
 from lanterne.fast_decoding import disable_fast_decoding, enable_fast_decoding  # noqa: E402
 from lanterne.files import atomic_path, atomic_write_text  # noqa: E402
 from lanterne.generation import generate_ids  # noqa: E402
+from lanterne.inspect.cost import PeakMemory, best_of, forward_cost_at, synchronize  # noqa: E402
 from lanterne.sampling import SamplingSettings  # noqa: E402
 from lanterne.transformer import GPT  # noqa: E402
 
@@ -42,80 +43,10 @@ GREEDY = SamplingSettings(temperature=0)
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class PeakMemory:
-    """Peak memory of a block, in bytes: CUDA's allocator on a GPU; the process's peak RSS (VmHWM, reset first) on Linux."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak: int | None = None
-        self.baseline: int | None = None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.baseline = torch.cuda.memory_allocated()
-        elif _can_reset_rss():
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self.baseline = _rss_field("VmRSS")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated()
-        elif self.baseline is not None:
-            self.peak = _rss_field("VmHWM")
-
-    @property
-    def added(self) -> int | None:
-        """Bytes above what was in use when the block started."""
-        return None if self.peak is None or self.baseline is None else max(0, self.peak - self.baseline)
-
-
-def _rss_field(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(name)
-
-
-def _can_reset_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        _rss_field("VmHWM")
-        return True
-    except OSError:
-        return False
-
-
 def memory_bandwidth(device: torch.device, megabytes: int = 1024, repeat: int = 5) -> float:
     """Read bandwidth in bytes/s: the best time to sum a large fp32 tensor (every byte read once)."""
     data = torch.ones(megabytes * 2**20 // 4, device=device)
-    data.sum()
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        start = time.perf_counter()
-        data.sum()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * 4 / best
-
-
-def best_of(run, repeat: int, device: torch.device) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return data.numel() * 4 / best_of(data.sum, repeat, device)
 
 
 # -- the models ---------------------------------------------------------------------------------
@@ -216,20 +147,6 @@ def decode_cost_at(ours, position: int, steps: int, device: torch.device) -> dic
     return {"position": position, "ms_per_token": 1000 * seconds / steps, "kv_cache_bytes": cache_bytes, "peak_added_bytes": memory.added}
 
 
-@torch.inference_mode()
-def forward_cost_at(ours, length: int, device: torch.device) -> dict:
-    """Seconds and memory of one forward pass over `length` tokens (no cache)."""
-    ids = torch.randint(0, ours.config.vocab_size, (1, length), device=device)
-    ours(ids)
-    with PeakMemory(device) as memory:
-        synchronize(device)
-        start = time.perf_counter()
-        ours(ids)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-    return {"length": length, "ms": 1000 * seconds, "peak_added_bytes": memory.added}
-
-
 def draw(result: dict, path: str) -> None:
     import matplotlib
 
@@ -300,7 +217,7 @@ def main() -> int:
     print(f"prefill of {config.context_length} tokens: {prefill:.0f} tok/s", flush=True)
     positions = [128, 256, 384, 512, 640, 768, 896, config.context_length - 16]
     decode = [decode_cost_at(ours, position, 16, device) for position in positions]
-    forward = [forward_cost_at(ours, length, device) for length in (128, 256, 384, 512, 640, 768, 896, 1024)]
+    forward = [forward_cost_at(ours, length, device).as_dict() for length in (128, 256, 384, 512, 640, 768, 896, 1024)]
     for row in decode:
         print(f"decode at position {row['position']:>5}: {row['ms_per_token']:6.1f} ms/token, KV cache {row['kv_cache_bytes'] / 2**20:6.1f} MiB")
     for row in forward:

