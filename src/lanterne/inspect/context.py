@@ -7,11 +7,9 @@ the measured time and memory of a forward pass as the sequence grows.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from lanterne.errors import LanterneError, ModelInputError
+from lanterne.errors import ModelInputError
 from lanterne.generation import encode_prompt
 from lanterne.inspect.cost import ForwardCost, forward_cost_at
 from lanterne.inspect.drawing import check_language, new_figure, say
@@ -104,83 +102,11 @@ def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
     return text[:half] + " […] " + text[-half:]
 
 
-# -- the installed models' own context, read from their GGUF headers ------------------------------
-
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def gguf_context_length(path: str | Path) -> int | None:
-    """The context length (tokens) a GGUF file's header declares, read without its tensors; None if it has none.
-
-    Reads the key/value pairs in order until `{architecture}.context_length`, skipping the tokenizer's
-    long arrays by their sizes: milliseconds, where `gguf.GGUFReader` parses every field (seconds).
-    """
-    try:
-        with open(path, "rb") as stream:
-            if stream.read(4) != b"GGUF":
-                return None
-            version, _tensors, count = struct.unpack("<IQQ", stream.read(20))
-            if version < 2:
-                return None  # version 1 counted in 32 bits; no model Lanterne names uses it
-            architecture = None
-            for _ in range(count):
-                key, kind = _read_string(stream), _read(stream, "<I")
-                if key == "general.architecture" and kind == _GGUF_STRING:
-                    architecture = _read_string(stream)
-                elif architecture is not None and key == f"{architecture}.context_length" and kind in _GGUF_SCALARS:
-                    return int(_read(stream, _GGUF_SCALARS[kind]))
-                else:
-                    _skip_value(stream, kind)
-    except (OSError, struct.error, UnicodeDecodeError, KeyError):
-        return None
-    return None
-
-
-def _read(stream, layout: str):
-    return struct.unpack(layout, stream.read(struct.calcsize(layout)))[0]
-
-
-def _read_string(stream) -> str:
-    return stream.read(_read(stream, "<Q")).decode("utf-8")
-
-
-def _skip_value(stream, kind: int) -> None:
-    if kind in _GGUF_SCALARS:
-        stream.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
-    elif kind == _GGUF_STRING:
-        stream.seek(_read(stream, "<Q"), 1)
-    elif kind == _GGUF_ARRAY:
-        item_kind, length = _read(stream, "<I"), _read(stream, "<Q")
-        if item_kind in _GGUF_SCALARS:
-            stream.seek(length * struct.calcsize(_GGUF_SCALARS[item_kind]), 1)
-        else:
-            for _ in range(length):
-                _skip_value(stream, item_kind)
-    else:
-        raise KeyError(kind)
-
-
 def installed_context_lengths() -> dict[str, int]:
-    """Each installed named model's context length in tokens, from its GGUF header (no weights loaded).
+    """Each installed named model's context length in tokens (known from its listing: no file opened)."""
+    from lanterne.models import NAMED_MODELS, is_installed
 
-    A model whose file cannot be found is left out. Gemma's file is assembled from its packages
-    the first time (as `lanterne.load` does), which takes a few seconds once.
-    """
-    from lanterne.models import NAMED_MODELS, is_installed, model_file
-    from lanterne.tokenization.tiktoken_files import cache_folder
-
-    lengths = {}
-    for name in NAMED_MODELS:
-        if not is_installed(name):
-            continue
-        try:
-            length = gguf_context_length(model_file(name, cache_folder()))
-        except LanterneError:
-            continue
-        if length is not None:
-            lengths[name] = length
-    return lengths
+    return {name: model.context_length for name, model in NAMED_MODELS.items() if model.context_length and is_installed(name)}
 
 
 # -- the view ---------------------------------------------------------------------------------------
@@ -190,7 +116,7 @@ def context_rows(model_name: str, context_length: int, words_per_token: float | 
     """The slide's rows, then the model given, then the installed models, with their pages."""
     named = [(name, tokens, "slide") for name, tokens in SLIDE_CONTEXTS]
     named.append((model_name, context_length, "model"))
-    named += [(name, tokens, "installed") for name, tokens in installed.items()]
+    named += [(name, tokens, "installed") for name, tokens in installed.items() if name != model_name]
     return [
         ContextRow(
             name=name,

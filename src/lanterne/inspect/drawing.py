@@ -7,6 +7,7 @@ windowed by the caller, tokens shown with visible spaces and line breaks.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -85,7 +86,9 @@ def save_figure(figure, stem: str | os.PathLike, formats: Sequence[str] = ("png"
     for extension in formats:
         path = stem.with_suffix(f".{extension}")
         try:
-            figure.savefig(path, format=extension, dpi=150 if extension == "png" else None)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a token in a script the font lacks
+                figure.savefig(path, format=extension, dpi=150 if extension == "png" else None)
         except OSError as error:
             raise InputFileError(f"cannot write the figure {path} ({error.strerror or error}); choose another --out") from None
         paths.append(path)

@@ -44,17 +44,18 @@ def lens_logits(model, recording: Recording, index: int) -> torch.Tensor:
     return model.lm_head(state.to(parameter.dtype)).float()
 
 
+@torch.inference_mode()
 def logit_lens(model, recording: Recording, tokenizer) -> LogitLens:
     """The top next token at every position, read after the embeddings and after each block."""
-    readings = []
     limit = min(tokenizer.vocab_size, model.config.vocab_size)
-    for index in range(len(recording.hidden_states)):
-        probabilities = torch.softmax(lens_logits(model, recording, index)[:, :limit], dim=-1)
-        best = probabilities.max(dim=-1)
-        readings.append([
-            LensReading(tokenizer.decode([int(token_id)]), int(token_id), round(float(probability), 4))
-            for probability, token_id in zip(best.values, best.indices)
-        ])
+    parameter = model.lm_head.weight
+    early = model.final_norm(torch.stack(recording.hidden_states[:-1]).to(parameter.dtype))  # (layers, time, d_model)
+    states = torch.cat([early, recording.hidden_states[-1].to(parameter.dtype).unsqueeze(0)])  # the last is already normalised
+    best = torch.softmax(model.lm_head(states).float()[..., :limit], dim=-1).max(dim=-1)  # one pass over the output layer
+    readings = [
+        [LensReading(tokenizer.decode([int(token_id)]), int(token_id), round(float(probability), 4)) for probability, token_id in zip(values, indices)]
+        for values, indices in zip(best.values, best.indices)
+    ]
     names = ["embeddings"] + [f"layer {layer}" for layer in range(recording.n_layers)]
     return LogitLens(recording.tokens, names, readings)
 

@@ -27,6 +27,7 @@ MAP_WORDS = {
     "en": ["king", "queen", "man", "woman", "sun", "moon", "east", "west", "cat", "dog"],
 }
 ANALOGY = {"fr": ("roi", "homme", "femme"), "en": ("king", "man", "woman")}
+TOUR_COST_TOKENS = 256  # the longest forward pass the tour times (`lanterne context` goes further)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Section:
     lines: list[str]
     data: dict
     figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # time to compute and draw it
 
 
 @dataclass
@@ -63,6 +65,7 @@ class _Context:
     recording: Recording
     out: Path | None
     measure_cost: bool
+    model_name: str
 
     def save(self, figure, name: str) -> list[str]:
         """Save a figure as name.png and name.svg in the report folder (none without a folder); returns the PNG's name."""
@@ -84,11 +87,15 @@ def _tokenization(context: _Context) -> Section:
 
     view = tokens.tokenization_view(context.prompt, context.tokenizer)
     lines = []
-    for row in view.as_dict()["rows"]:
-        lines.append(f"{row['name']}: {row['count']} tokens, vocab {row['vocab_size']:,}, OOV {row['unknown_rate']:.0%}")
+    for row in view.rows:
+        name = {"characters": _say(context, "caractères", "characters"), "words": _say(context, "mots", "words"),
+                "model": _say(context, "ce modèle", "this model")}.get(row.name, row.name)
+        lines.append(_say(context, f"{name:>12} : {row.count:4d} tokens, vocabulaire {row.vocab_size:>9,}, inconnus {row.unknown_rate:.0%}",
+                          f"{name:>12}: {row.count:4d} tokens, vocabulary {row.vocab_size:>9,}, unknown {row.unknown_rate:.0%}"))
     shown = " | ".join(context.recording.tokens[:40]) + (" | …" if len(context.recording.tokens) > 40 else "")
     lines.append(_say(context, f"tokens du modèle : {shown}", f"model tokens: {shown}"))
-    return Section("tokenization", _say(context, "1. Tokenisation", "1. Tokenization"), lines, view.as_dict(),
+    lines.append(_say(context, "ids : ", "ids: ") + " ".join(map(str, context.recording.ids[:40])))
+    return Section("tokenization", _say(context, "1. Tokenisation", "1. Tokenization"), lines, view.as_dict(max_tokens=200),
                    context.save(tokens.draw_tokenization(view, context.lang), "tokenization"))
 
 
@@ -188,21 +195,46 @@ def _logit_lens(context: _Context) -> Section:
 def _context_length(context: _Context) -> Section:
     from lanterne.inspect import context as context_slide
 
-    view = context_slide.context_view(context.model, context.tokenizer, context.prompt, measure_cost=context.measure_cost)
-    data = view.as_dict()
-    lines = context_slide.summary_lines(view, context.lang)
+    lengths = context_slide.default_cost_lengths(context.model.config.context_length, cap=TOUR_COST_TOKENS)
+    view = context_slide.context_view(context.model, context.tokenizer, context.prompt, model_name=context.model_name,
+                                      measure_cost=context.measure_cost, cost_lengths=lengths)
+    per_token = f"{view.words_per_token:.2f}" if view.words_per_token is not None else "—"
+    lines = [
+        _say(context, f"votre texte : {view.text_tokens} tokens pour {view.text_words} mots ({per_token} mot par token) ; "
+                      f"le modèle en lit {view.context_length:,} à la fois",
+             f"your text: {view.text_tokens} tokens for {view.text_words} words ({per_token} words per token); "
+             f"the model reads {view.context_length:,} at a time"),
+        _say(context, "il tient dans le contexte" if view.fits else f"trop long : les {view.dropped_tokens} premiers tokens seraient coupés",
+             "it fits in the context" if view.fits else f"too long: the first {view.dropped_tokens} tokens would be cut"),
+    ]
+    for row in view.rows:
+        measured = f"{row.pages_measured:,.0f}" if row.pages_measured is not None else "—"
+        lines.append(_say(context, f"{row.name:>22} : {row.context_tokens:>9,} tokens ≈ {row.pages_rule_of_thumb:,.0f} pages (diapo), {measured} (mesuré)",
+                          f"{row.name:>22}: {row.context_tokens:>9,} tokens ≈ {row.pages_rule_of_thumb:,.0f} pages (slide), {measured} (measured)"))
+    if view.cost:
+        first, last = view.cost[0], view.cost[-1]
+        lines.append(_say(context, f"coût mesuré : {first.length} tokens en {first.ms:.0f} ms → {last.length} tokens en {last.ms:.0f} ms",
+                          f"measured cost: {first.length} tokens in {first.ms:.0f} ms → {last.length} tokens in {last.ms:.0f} ms"))
     figures = context.save(context_slide.draw_context_table(view, context.lang), "context-table")
     if view.cost:
         figures += context.save(context_slide.draw_context_cost(view, context.lang), "context-cost")
-    return Section("context", _say(context, "7. Longueur de contexte", "7. Context length"), lines, data, figures)
+    return Section("context", _say(context, "7. Longueur de contexte", "7. Context length"), lines, view.as_dict(), figures)
 
 
 def _temperature(context: _Context) -> Section:
     from lanterne.inspect import temperature
 
-    view = temperature.temperature_view(context.model, context.tokenizer, context.prompt, logits=context.recording.logits[-1])
-    lines = temperature.summary_lines(view, context.lang)
-    figures = context.save(temperature.draw_temperature_curves(view, context.lang), "temperature")
+    view = temperature.temperature_view(context.model, context.tokenizer, context.prompt, count=1, max_new_tokens=10)
+    curves = view.curves
+    lines = []
+    for index in (0, len(curves.temperatures) // 4, len(curves.temperatures) // 2, len(curves.temperatures) - 1):
+        top = ", ".join(f"{candidate.text!r} {candidate.probabilities[index]:.2f}" for candidate in curves.candidates[:3])
+        lines.append(f"T = {curves.temperatures[index]:.2f}: {top} (H = {curves.entropy_bits[index]:.2f} bits)")
+    if view.samples is not None:
+        for temperature_value, texts in zip(view.samples.temperatures, view.samples.texts):
+            lines.append(f"T = {temperature_value:g} → {texts[0]!r}")
+    figures = context.save(temperature.draw_temperature_curves(curves, context.lang), "temperature")
+    figures += context.save(temperature.draw_filters(view.filters, context.lang), "sampling-filters")
     return Section("temperature", _say(context, "8. Température", "8. Temperature"), lines, view.as_dict(), figures)
 
 
@@ -231,12 +263,14 @@ def run_tour(
     lang = check_language(lang) if lang else detect_language(prompt)
     folder = _prepare_folder(out) if out is not None else None
     model.eval()
-    context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost)
+    context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost, model_name or "model")
     sections = []
     for make in SECTIONS:
         if on_start is not None:
             on_start(make.__name__.strip("_"))
+        section_start = time.perf_counter()
         section = make(context)
+        section.seconds = time.perf_counter() - section_start
         sections.append(section)
         if on_section is not None:
             on_section(section)
@@ -312,5 +346,4 @@ def print_section(console, section: Section) -> None:
     console.print(f"\n[bold magenta]{section.title}[/]")
     for line in section.lines:
         console.print(f"  {line}", markup=False, highlight=False)
-    if section.figures:
-        console.print("  [dim]" + ", ".join(section.figures) + "[/]")
+    console.print(f"  [dim]{', '.join(section.figures)} ({section.seconds:.1f} s)[/]")
