@@ -260,6 +260,44 @@ def command_lens(args: argparse.Namespace) -> None:
     _save_out(args, logit_lens.draw_logit_lens(lens, _language(args, args.prompt)))
 
 
+def command_context(args: argparse.Namespace) -> None:
+    from lanterne.inspect import context
+
+    if (args.text is None) == (args.file is None):
+        raise InputTextError("give the text, or --file PATH, but one of them")
+    if args.file is not None:
+        from lanterne.files import read_text_file
+
+        text = read_text_file(args.file, what="text")
+    else:
+        text = args.text
+    model, tokenizer = _load_model(args)
+    view = context.context_view(model, tokenizer, text, model_name=str(args.model), measure_cost=not args.no_cost)
+    if args.json:
+        _print_json(view.as_dict())
+    else:
+        per_token = f"{view.words_per_token:.2f}" if view.words_per_token is not None else "n/a"
+        print(f"{view.text_tokens:,} tokens for {view.text_words:,} words ({per_token} words per token); "
+              f"{args.model} reads {view.context_length:,} tokens at a time")
+        if view.fits:
+            print("the text fits in the context")
+        else:
+            print(f"too long: the first {view.dropped_tokens:,} tokens ({view.dropped_characters:,} characters) would be cut: {view.dropped_text!r}")
+        for row in view.rows:
+            measured = f"{row.pages_measured:,.1f}" if row.pages_measured is not None else "n/a"
+            print(f"  {row.name:>24}: {row.context_tokens:>9,} tokens = {row.pages_rule_of_thumb:,.1f} pages (slide's rule), {measured} at your text's rate")
+        for cost in view.cost:
+            memory = f", +{cost.peak_added_bytes / 2**20:.1f} MiB" if cost.peak_added_bytes is not None else ""
+            print(f"  forward pass over {cost.length:>6,} tokens: {cost.ms:8.1f} ms{memory}")
+    lang = _language(args, text)
+    _save_out(args, context.draw_context_table(view, lang))
+    if args.out and view.cost:
+        from lanterne.inspect.drawing import save_as
+
+        cost_path = Path(args.out).with_name(Path(args.out).stem + "-cost" + Path(args.out).suffix)
+        save_as(context.draw_context_cost(view, lang), cost_path)
+
+
 def command_tour(args: argparse.Namespace) -> None:
     from lanterne.inspect.tour import print_section, run_tour
 
@@ -279,6 +317,16 @@ def command_tour(args: argparse.Namespace) -> None:
         _print_json(json.loads(json.dumps(tour.as_dict(), default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))))
     else:
         console.print(f"\n[bold]report:[/] {Path(args.out) / 'index.html'} ({tour.seconds:.1f} s)")
+
+
+# -- lanterne serve ---------------------------------------------------------------------------------
+
+
+def command_serve(args: argparse.Namespace) -> None:
+    from lanterne.server.serve import serve
+
+    model, tokenizer = _load_model(args)
+    serve(model, tokenizer, str(args.model), host=args.host, port=args.port)
 
 
 # -- lanterne export -------------------------------------------------------------------------------
@@ -545,6 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
     _figure_arguments(lens)
     lens.set_defaults(run=command_lens)
 
+    context_command = verbs.add_parser("context", help="your text against the context length: the slide's table, the cut, the cost")
+    context_command.add_argument("text", nargs="?", default=None)
+    context_command.add_argument("--file", default=None, help="read the text from this UTF-8 file")
+    _model_arguments(context_command)
+    context_command.add_argument("--no-cost", action="store_true", help="skip timing forward passes of growing length")
+    _figure_arguments(context_command)
+    context_command.set_defaults(run=command_context)
+
     tour = verbs.add_parser("tour", help="the whole lecture on your sentence, in the terminal and as an HTML report")
     tour.add_argument("prompt")
     _model_arguments(tour)
@@ -553,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--no-cost", action="store_true", help="skip timing forward passes of growing length")
     tour.add_argument("--json", action="store_true")
     tour.set_defaults(run=command_tour)
+
+    serve = verbs.add_parser("serve", help="the classroom explorer (a web page) and an OpenAI-compatible API")
+    _model_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=command_serve)
 
     export = verbs.add_parser("export", help="write a model for other tools: GGUF (llama.cpp, Ollama, LM Studio) or a HuggingFace folder")
     export.add_argument("model", help="named model, .gguf file, model folder or training run folder")

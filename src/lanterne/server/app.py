@@ -1,0 +1,101 @@
+"""The FastAPI application: the explorer page, the JSON views, the OpenAI-compatible API, and their bounds.
+
+`create_app(model, tokenizer, model_name)` needs no global state: tests build one over a small
+model. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "code"}}), 4xx for anything
+the request got wrong, never a 500 for bad input. Each request is logged in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from lanterne import __version__
+from lanterne.errors import LanterneError
+from lanterne.server.limits import Limits, Slots
+
+log = logging.getLogger("lanterne.server")
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) -> FastAPI:
+    from lanterne.server import openai_api, views
+
+    limits = limits or Limits()
+    app = FastAPI(title="Lanterne", version=__version__, description="The lecture's slides on a real model, and an OpenAI-compatible API.")
+    model.eval()
+    app.state.model, app.state.tokenizer, app.state.model_name, app.state.limits = model, tokenizer, model_name, limits
+    app.state.slots = Slots(limits.concurrent_generations, limits.max_queue, limits.retry_after_seconds)
+
+    @app.exception_handler(LanterneError)
+    async def lanterne_error(request: Request, error: LanterneError):
+        return JSONResponse(error_body(str(error)), status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(part) for part in problem['loc'] if part != 'body')}: {problem['msg']}" for problem in error.errors())
+        return JSONResponse(error_body(problems or "the request body is not valid JSON"), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return JSONResponse(error_body(str(error.detail), code=str(error.status_code)), status_code=error.status_code, headers=error.headers)
+
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.middleware("http")
+    async def log_request(request: Request, call_next):
+        start = time.perf_counter()
+        request.state.tokens = 0
+        response = await call_next(request)
+        milliseconds = 1000 * (time.perf_counter() - start)
+        log.info("%s %s %d tokens=%d %.0fms", request.method, request.url.path, response.status_code, request.state.tokens, milliseconds)
+        return response
+
+    app.include_router(openai_api.router)
+    app.include_router(views.router)
+    return app
+
+
+class BodyLimit:
+    """Refuse a request body over `max_bytes` with 413, whether it declares its length or streams it."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps(error_body(f"the request body is over {self.max_bytes:,} bytes; send less", code="413")).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
