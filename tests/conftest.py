@@ -52,3 +52,16 @@ def tiktoken_oracle():
         return encodings[name]
 
     return build
+
+
+def assert_drawn(figure, path) -> None:
+    """The figure renders to a PNG that is not trivial and not one flat colour."""
+    from matplotlib.image import imread
+
+    from lanterne.inspect.drawing import save_figure
+
+    [png] = save_figure(figure, path, ("png",))
+    assert png.stat().st_size > 10_000
+    pixels = imread(png)  # (height, width, channels)
+    drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
+    assert 0.01 < drawn.mean() < 0.9

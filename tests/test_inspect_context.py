@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_drawn
 import torch
 
 from lanterne.config import GPTConfig
@@ -24,7 +25,6 @@ from lanterne.inspect.context import (
     installed_context_lengths,
     measure_forward_costs,
 )
-from lanterne.inspect.drawing import save_figure
 from lanterne.tokenization import CharTokenizer, train
 from lanterne.transformer import GPT
 
@@ -41,17 +41,6 @@ def letters():
 def model(letters):
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=letters.vocab_size, context_length=CONTEXT, d_model=32, n_heads=2, n_layers=2)).eval()
-
-
-def assert_drawn(figure, path) -> None:
-    """The figure renders to a PNG that is not trivial and not one flat colour."""
-    from matplotlib.image import imread
-
-    [png] = save_figure(figure, path, ("png",))
-    assert png.stat().st_size > 10_000
-    pixels = imread(png)  # (height, width, channels)
-    drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
-    assert 0.01 < drawn.mean() < 0.9
 
 
 def test_words_are_counted_as_a_reader_counts_them():

@@ -6,12 +6,12 @@ import json
 import math
 
 import pytest
+from conftest import assert_drawn
 import torch
 
 from lanterne.config import GPTConfig
 from lanterne.errors import ModelInputError
 from lanterne.generation import generate
-from lanterne.inspect.drawing import save_figure
 from lanterne.inspect.temperature import (
     CURVE_TEMPERATURES,
     draw_filters,
@@ -42,17 +42,6 @@ def model(letters):
         for parameter in model.parameters():
             parameter.mul_(3.0)
     return model
-
-
-def assert_drawn(figure, path) -> None:
-    """The figure renders to a PNG that is not trivial and not one flat colour."""
-    from matplotlib.image import imread
-
-    [png] = save_figure(figure, path, ("png",))
-    assert png.stat().st_size > 10_000
-    pixels = imread(png)  # (height, width, channels)
-    drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
-    assert 0.01 < drawn.mean() < 0.9
 
 
 def test_the_curve_spans_near_zero_to_two():

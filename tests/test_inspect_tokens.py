@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import assert_drawn
 
 from lanterne.errors import InputTextError
-from lanterne.inspect.drawing import MAX_TICKS, save_figure
+from lanterne.inspect.drawing import MAX_TICKS
 from lanterne.inspect.tokens import WINDOW_CHARACTERS, draw_tokenization, tokenization_view, window_tokens
 from lanterne.tokenization import train
 from lanterne.tokenization.tiktoken_files import find_local_copy, load_named
@@ -20,17 +21,6 @@ TEXT = "Le chat de Mme Dupont dort ; the cat sleeps, the dog barks. Été 東京
 @pytest.fixture(scope="module")
 def tokenizer():
     return train("bpe", CORPUS, 300)
-
-
-def assert_drawn(figure, path) -> None:
-    """The figure renders to a PNG that is not trivial and not one flat colour."""
-    from matplotlib.image import imread
-
-    [png] = save_figure(figure, path, ("png",))
-    assert png.stat().st_size > 10_000
-    pixels = imread(png)  # (height, width, channels)
-    drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
-    assert 0.01 < drawn.mean() < 0.9
 
 
 def test_counts_are_the_tokenizers_own(tokenizer):

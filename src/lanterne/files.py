@@ -94,3 +94,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created if needed and checked writable (a file is written and removed), or InputFileError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".lanterne-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise InputFileError(f"cannot write in {folder} ({error.strerror or error}); choose another --out") from None
+    return folder

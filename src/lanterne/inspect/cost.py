@@ -13,11 +13,7 @@ from pathlib import Path
 
 import torch
 
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU to finish its queued work (nothing to wait for on a CPU), so a clock reads true time."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from lanterne.training.hardware import synchronize
 
 
 class PeakMemory:

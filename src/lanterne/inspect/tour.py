@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lanterne.errors import InputFileError
+from lanterne.files import writable_folder
 from lanterne.inspect import attention, embeddings, feedforward, logit_lens, next_word
 from lanterne.inspect.drawing import check_language, save_figure, say
 from lanterne.inspect.language import detect_language
@@ -261,7 +261,7 @@ def run_tour(
     """
     started = time.perf_counter()
     lang = check_language(lang) if lang else detect_language(prompt)
-    folder = _prepare_folder(out) if out is not None else None
+    folder = writable_folder(out) if out is not None else None
     model.eval()
     context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost, model_name or "model")
     sections = []
@@ -278,18 +278,6 @@ def run_tour(
     if folder is not None:
         write_report(tour, folder)
     return tour
-
-
-def _prepare_folder(out: str | Path) -> Path:
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".lanterne-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise InputFileError(f"cannot write the report to {folder} ({error.strerror or error}); choose another --out") from None
-    return folder
 
 
 # -- the report -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 
 from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, InputFileError
+from lanterne.files import writable_folder
 from lanterne.training import checkpointing, distributed
 from lanterne.training.hardware import matmul_peak_flops, pick_device, pick_dtype, synchronize
 from lanterne.training.metrics import PLOT_FILE, MetricsLog, ProgressDisplay, plot_loss_curve
@@ -137,13 +138,7 @@ class Trainer:
                     target = folder / name
                     shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
                 checkpointing.remove_leftovers(folder)
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / ".write-test"
-                probe.write_text("ok")
-                probe.unlink()
-            except OSError as error:
-                raise InputFileError(f"cannot write in {folder} ({error.strerror}); choose another --out") from None
+            writable_folder(folder)
         return None
 
     def _check_same_run(self, resumed: dict) -> str:
