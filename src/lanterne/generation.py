@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
 from lanterne.errors import GenerationError
+from lanterne.incremental_text import IncrementalText, StopStrings
 from lanterne.sampling import SamplingSettings, choose_next_token
+
+if TYPE_CHECKING:
+    from lanterne.streaming import TextStream
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -95,6 +99,7 @@ def generate_ids(
     strict: bool = False,
     stop_check=None,
     vocab_limit: int | None = None,
+    on_scores=None,
 ) -> Iterator[list[int | None]]:
     """Yield, at each step, the new token of every prompt (None for prompts already finished).
 
@@ -102,7 +107,9 @@ def generate_ids(
     (stop strings). vocab_limit: ids from this one up are never chosen (a model whose vocabulary is
     padded past its tokenizer's, as nanoGPT pads GPT-2's 50,257 ids to 50,304). Batched prompts are
     left-padded and masked; one that would outgrow the context is generated on its own with a sliding
-    window (see `_sliding_rows`).
+    window (see `_sliding_rows`). on_scores(scores): called at each step with the scores (batch, vocab)
+    the step's tokens are drawn from, before temperature, filters and the repetition penalty (several
+    prompts that outgrow the context: each prompt in turn, batch 1).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be a whole number >= 0, not {max_new_tokens!r}")
@@ -124,11 +131,13 @@ def generate_ids(
     else:
         generator.manual_seed(seed)
     if len(prompts) == 1 or longest + max_new_tokens <= context:
-        yield from _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit)
+        yield from _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit, on_scores)
     else:
         # Each prompt slides on its own: positions would differ across a padded batch.
         streams = [
-            _batched_rows(model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device, vocab_limit)
+            _batched_rows(
+                model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device, vocab_limit, on_scores
+            )
             for index, prompt in enumerate(prompts)
         ]
         finished = [False] * len(prompts)
@@ -149,7 +158,7 @@ def _row_check(stop_check, index: int):
     return lambda row, new_ids: stop_check(index, new_ids)
 
 
-def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None):
+def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None, on_scores=None):
     """Left-padded batch with a KV cache; a single prompt slides past the context when it must."""
     context = model.config.context_length
     batch = len(prompts)
@@ -179,6 +188,8 @@ def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, s
     for step in range(max_new_tokens):
         if vocab_limit is not None and vocab_limit < logits.shape[-1]:
             logits = logits[:, :vocab_limit]  # padding ids: no token of the tokenizer
+        if on_scores is not None:
+            on_scores(logits)
         tokens = choose_next_token(logits, settings, history[:, :length], generator)
         history[:, length] = tokens
         length += 1
@@ -280,9 +291,14 @@ def generate(
     prompts = [prompt] if single else list(prompt)
     request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
     new_ids: list[list[int]] = [[] for _ in prompts]
+    # Each row's text grows one token at a time and only its new end is searched: linear, not quadratic.
+    texts = [IncrementalText(tokenizer) for _ in prompts]
+    stops = [StopStrings(request.stop) for _ in prompts]
 
     def stop_check(row: int, ids: list[int]) -> bool:
-        return _cut_at_stop(tokenizer.decode(_visible_ids(ids, request.eos_id)), request.stop)[1]
+        for token in _visible_ids(ids, request.eos_id)[texts[row].token_count :]:
+            texts[row].append(token)
+        return stops[row].find(texts[row]) is not None
 
     for step in generate_ids(
         model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
@@ -311,42 +327,18 @@ def stream(
     strict: bool = False,
     eos_id: int | None = None,
     allow_special: bool = False,
-) -> Iterator[str]:
+    top_logprobs: int | None = None,
+    max_seconds: float | None = None,
+) -> "TextStream":
     """Like `generate` for one prompt, yielding text as it comes; the pieces join to `generate`'s result.
 
     Text that may be the start of a stop string, or half of a UTF-8 character, waits for the next token.
+    Returns a `streaming.TextStream`: iterate it for the pieces; afterwards its `finish_reason` says why
+    it stopped. top_logprobs=k records each token's log-probability and the k likeliest alternatives;
+    max_seconds ends generation after that long (finish_reason "time"). The sampling settings and the
+    prompt are checked at once (GenerationError), before any piece is asked.
     """
+    from lanterne.streaming import TextStream
+
     request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
-    new_ids: list[int] = []
-    sent = 0
-    for step in generate_ids(
-        model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
-        vocab_limit=request.vocab_limit,
-    ):
-        if step[0] is None:
-            break
-        new_ids.append(step[0])
-        text, stopped = _cut_at_stop(tokenizer.decode(_visible_ids(new_ids, request.eos_id)), request.stop)
-        if stopped:
-            if len(text) > sent:
-                yield text[sent:]
-            return
-        safe = len(text) - _held_back(text, request.stop)
-        if safe > sent:
-            yield text[sent:safe]
-            sent = safe
-    text, _ = _cut_at_stop(tokenizer.decode(_visible_ids(new_ids, request.eos_id)), request.stop)
-    if len(text) > sent:
-        yield text[sent:]
-
-
-def _held_back(text: str, stop: tuple[str, ...]) -> int:
-    """How many final characters to keep back: a possible start of a stop string, or an unfinished character."""
-    keep = 0
-    for s in stop:
-        for size in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:size]):
-                keep = max(keep, size)
-                break
-    unfinished = len(text) - len(text.rstrip("\ufffd"))
-    return max(keep, unfinished)
+    return TextStream(model, tokenizer, request, max_new_tokens, seed, strict=strict, top_logprobs=top_logprobs, max_seconds=max_seconds)

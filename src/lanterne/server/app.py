@@ -55,8 +55,17 @@ def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) 
         start = time.perf_counter()
         request.state.tokens = 0
         response = await call_next(request)
-        milliseconds = 1000 * (time.perf_counter() - start)
-        log.info("%s %s %d tokens=%d %.0fms", request.method, request.url.path, response.status_code, request.state.tokens, milliseconds)
+        body = response.body_iterator
+
+        async def logged_body():  # logged once the body is sent: a stream's tokens and time are known only then
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                milliseconds = 1000 * (time.perf_counter() - start)
+                log.info("%s %s %d tokens=%d %.0fms", request.method, request.url.path, response.status_code, request.state.tokens, milliseconds)
+
+        response.body_iterator = logged_body()
         return response
 
     app.include_router(openai_api.router)
