@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from lanterne.config import MODEL_TYPE, GPTConfig
+from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, DownloadError, LanterneError
 
 from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
@@ -39,7 +39,8 @@ def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dic
     `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
     """
     folder = Path(folder)
-    write_model_folder(folder, stored_tensors(model, state_dict), model.config.to_json(), {"format": "pt", "model_type": MODEL_TYPE})
+    config = model.config.to_dict()
+    write_model_folder(folder, stored_tensors(model, state_dict), model.config.to_json(), {"format": "pt", "model_type": config["model_type"]})
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER_FILE)
 
@@ -103,6 +104,14 @@ def load_model(name_or_folder: str | os.PathLike, *, device: str | torch.device 
         from lanterne.interop.huggingface_llama import load_huggingface_llama
 
         model = load_huggingface_llama(folder, data)
+    elif data.get("model_type") == "lanterne-recurrent":
+        from lanterne.recurrent import RecurrentConfig, RecurrentLM
+
+        try:
+            model = RecurrentLM(RecurrentConfig.from_dict(data))
+        except ConfigError as error:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: {error}") from None
+        load_state(model, read_safetensors(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
     else:
         try:
             config = GPTConfig.from_dict(data)
