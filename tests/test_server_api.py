@@ -180,7 +180,7 @@ COMPLETIONS, CHATS = "/v1/completions", "/v1/chat/completions"
 @pytest.mark.parametrize(
     "path, body, status, message",
     [
-        (COMPLETIONS, b'{"prompt": "le", ', 422, "JSON"),
+        (COMPLETIONS, b'{"prompt": "le", ', 400, "not valid JSON (at character"),
         (COMPLETIONS, b"[1, 2]", 422, "dictionary"),
         (COMPLETIONS, {}, 422, "prompt: Field required"),
         (COMPLETIONS, {"prompt": 5}, 422, "prompt"),

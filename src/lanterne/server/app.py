@@ -33,7 +33,7 @@ def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) 
     app = FastAPI(title="Lanterne", version=__version__, description="The lecture's slides on a real model, and an OpenAI-compatible API.")
     model.eval()
     app.state.model, app.state.tokenizer, app.state.model_name, app.state.limits = model, tokenizer, model_name, limits
-    app.state.slots = Slots(limits.concurrent_generations, limits.max_queue, limits.retry_after_seconds)
+    app.state.slots = Slots(limits.concurrent_generations, limits.max_queue, limits.retry_after_seconds, limits.queue_seconds)
 
     @app.exception_handler(LanterneError)
     async def lanterne_error(request: Request, error: LanterneError):
@@ -41,7 +41,12 @@ def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) 
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(part) for part in problem['loc'] if part != 'body')}: {problem['msg']}" for problem in error.errors())
+        errors = error.errors()
+        broken = next((problem for problem in errors if problem.get("type") == "json_invalid"), None)
+        if broken is not None:  # not JSON at all: 400, as OpenAI answers
+            where = broken["loc"][-1] if broken.get("loc") else "?"
+            return JSONResponse(error_body(f"the request body is not valid JSON (at character {where}); send a JSON object"), status_code=400)
+        problems = "; ".join(f"{'.'.join(str(part) for part in problem['loc'] if part != 'body')}: {problem['msg']}" for problem in errors)
         return JSONResponse(error_body(problems or "the request body is not valid JSON"), status_code=422)
 
     @app.exception_handler(HTTPException)

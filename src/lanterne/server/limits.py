@@ -25,30 +25,30 @@ class Limits:
     seconds_per_request: float = 120.0
     concurrent_generations: int = 1  # two cores: one at a time is fastest overall
     max_queue: int = 8
+    queue_seconds: float = 60.0  # longest wait for a slot before 429
     retry_after_seconds: int = 5
 
 
 class Slots:
     """At most `concurrent` holders at once, `max_queue` waiting; anyone else is told to come back later (429)."""
 
-    def __init__(self, concurrent: int, max_queue: int, retry_after: int) -> None:
+    def __init__(self, concurrent: int, max_queue: int, retry_after: int, queue_seconds: float = 60.0) -> None:
         self._semaphore = asyncio.Semaphore(concurrent)
         self._max_queue = max_queue
         self._retry_after = retry_after
+        self._queue_seconds = queue_seconds
         self.waiting = 0
         self.busy = 0
 
     @asynccontextmanager
     async def hold(self):
         if self._semaphore.locked() and self.waiting >= self._max_queue:
-            raise HTTPException(
-                status_code=429,
-                detail=f"the server is busy ({self.busy} generating, {self.waiting} waiting); retry in {self._retry_after} s",
-                headers={"Retry-After": str(self._retry_after)},
-            )
+            raise self._busy()
         self.waiting += 1
         try:
-            await self._semaphore.acquire()
+            await asyncio.wait_for(self._semaphore.acquire(), self._queue_seconds)
+        except asyncio.TimeoutError:
+            raise self._busy() from None
         finally:
             self.waiting -= 1
         self.busy += 1
@@ -57,3 +57,10 @@ class Slots:
         finally:
             self.busy -= 1
             self._semaphore.release()
+
+    def _busy(self) -> HTTPException:
+        return HTTPException(
+            status_code=429,
+            detail=f"the server is busy ({self.busy} generating, {self.waiting} waiting); retry in {self._retry_after} s",
+            headers={"Retry-After": str(self._retry_after)},
+        )
