@@ -87,3 +87,15 @@ def test_bad_configs_and_ids_are_one_line_errors():
         RecurrentConfig(hidden_size=0)
     with pytest.raises(ModelInputError, match="outside the vocabulary"):
         tiny("gru")(torch.tensor([[0, 50]]))
+
+
+def test_a_prompt_longer_than_the_training_window_is_read_whole():
+    tokenizer = train("char", TEXT)
+    torch.manual_seed(0)
+    model = RecurrentLM(RecurrentConfig(arch="gru", vocab_size=tokenizer.vocab_size, context_length=8, d_model=16, hidden_size=16)).eval()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "the first tokens were dropped"
+        text = generate(model, tokenizer, TEXT[:200], max_new_tokens=20, temperature=0)
+    assert text

@@ -67,6 +67,11 @@ def encode_prompt(tokenizer, prompt: str, allow_special: bool = False) -> list[i
     return [start]
 
 
+def context_limit(model) -> int:
+    """The most tokens `model` reads at once: its context length; unbounded for a recurrent model, whose state carries on."""
+    return getattr(model, "context_limit", model.config.context_length)
+
+
 def fit_prompt(ids: list[int], context_length: int, strict: bool) -> list[int]:
     """The prompt, cut from the left to the context length (with a warning saying how much), or an error if strict."""
     if len(ids) <= context_length:
@@ -117,7 +122,7 @@ def generate_ids(
         raise GenerationError("every prompt needs at least one token")
     if max_new_tokens == 0:
         return
-    context = model.config.context_length
+    context = context_limit(model)
     longest = max(len(prompt) for prompt in prompts)
     if strict and longest + max_new_tokens > context:
         raise GenerationError(
@@ -160,7 +165,7 @@ def _row_check(stop_check, index: int):
 
 def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None, on_scores=None):
     """Left-padded batch with a KV cache; a single prompt slides past the context when it must."""
-    context = model.config.context_length
+    context = context_limit(model)
     batch = len(prompts)
     longest = max(len(prompt) for prompt in prompts)
     total = longest + max_new_tokens
@@ -243,7 +248,7 @@ def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repeti
     if isinstance(stop, str):
         stop = (stop,)
     stop = tuple(s for s in (stop or ()) if s)
-    ids = [fit_prompt(encode_prompt(tokenizer, prompt, allow_special), model.config.context_length, strict) for prompt in prompts]
+    ids = [fit_prompt(encode_prompt(tokenizer, prompt, allow_special), context_limit(model), strict) for prompt in prompts]
     for prompt_ids in ids:
         if max(prompt_ids) >= model.config.vocab_size:
             raise GenerationError(

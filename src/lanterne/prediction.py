@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from lanterne.generation import encode_prompt, fit_prompt
+from lanterne.generation import context_limit, encode_prompt, fit_prompt
 from lanterne.sampling import entropy, next_token_distribution
 
 
@@ -47,7 +47,7 @@ class NextTokenTable:
 @torch.inference_mode()
 def next_token_table(model, tokenizer, prompt: str, top: int = 10, temperatures: Sequence[float] = (0.5, 1.0, 2.0)) -> NextTokenTable:
     """The `top` most likely next tokens after `prompt`, with logits and probabilities at each temperature."""
-    ids = fit_prompt(encode_prompt(tokenizer, prompt), model.config.context_length, strict=False)
+    ids = fit_prompt(encode_prompt(tokenizer, prompt), context_limit(model), strict=False)
     device = next(model.parameters()).device
     logits = model(torch.tensor([ids], device=device), last_only=True).logits[0, -1]
     return table_from_logits(logits, tokenizer, prompt, top, temperatures)

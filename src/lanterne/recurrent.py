@@ -155,7 +155,8 @@ class RecurrentLM(nn.Module):
             self.check_ids(ids)
         ids = ids.long()
         time = ids.shape[1]
-        real = key_mask[:, -time:] if key_mask is not None else None
+        past = cache.length if cache is not None else 0
+        real = key_mask[:, past : past + time] if key_mask is not None else None  # the mask counts from the first position
         if self.config.arch == "mlp":
             features = self._windows(ids, cache, real)
         else:
@@ -207,6 +208,11 @@ class RecurrentLM(nn.Module):
             state = _choose(keep, new_state, state)
             outputs.append(output * keep.view(-1, 1, 1))
         return torch.cat(outputs, dim=1), state
+
+    @property
+    def context_limit(self) -> int:
+        """No limit: the state carries the whole past (how much of it survives is `lanterne compare`'s question)."""
+        return UNBOUNDED
 
     def new_cache(self, batch_size: int, max_length: int | None = None) -> RecurrentState:
         """An empty state (a recurrent model has no length limit: `max_length` is ignored)."""

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lanterne.chat import chat_text
 from lanterne.errors import LanterneError
-from lanterne.generation import encode_prompt, stream
+from lanterne.generation import context_limit, encode_prompt, stream
 from lanterne.server.app import error_body
 from lanterne.server.openai_schema import ChatRequest, CompletionRequest, SamplingRequest
 from lanterne.streaming import TextStream
@@ -181,7 +181,7 @@ def _open_run(request, body, render, allow_special, max_tokens, top_logprobs, sl
     if size > limits.max_prompt_bytes:
         raise HTTPException(400, f"the prompt has {size:,} bytes once laid out, over this server's limit of {limits.max_prompt_bytes:,}; shorten it")
     tokens = len(encode_prompt(state.tokenizer, prompt, allow_special))
-    context = state.model.config.context_length
+    context = context_limit(state.model)
     if tokens > min(limits.max_prompt_tokens, context):
         which = "this server's limit" if limits.max_prompt_tokens < context else "the model's context"
         raise HTTPException(400, f"the prompt has {tokens:,} tokens, over {which} of {min(limits.max_prompt_tokens, context):,}; shorten it")
