@@ -1,5 +1,429 @@
-"""The explorer: its page and one JSON endpoint per slide (placeholder, being written)."""
+"""The explorer: its page (one tab per slide of the lecture) and one JSON endpoint per slide, with its figures.
 
-from fastapi import APIRouter
+Every number comes from `lanterne.inspect`; this module only checks the request against the
+server's limits, runs the view off the event loop in a generation slot, and answers its `as_dict()`
+or its `draw_*` figure as PNG or SVG. The page and its scripts are files of `static/`: no network.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import typing
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Callable, Literal
+
+import torch
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from lanterne.errors import ModelInputError
+from lanterne.generation import encode_prompt
+from lanterne.inspect import attention, context, embeddings, feedforward, logit_lens, next_word, temperature, tokens
+from lanterne.inspect.drawing import save_figure
+from lanterne.inspect.recording import Recording, check_layer_head, record
+from lanterne.inspect.tour import ANALOGY, MAP_WORDS
 
 router = APIRouter()
+
+STATIC = resources.files("lanterne.server") / "static"
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+SHOWN_TOKENS = 64  # the attention matrix, the logit lens and the feed-forward norms: the last this many tokens
+# The next-word slider's temperatures: the page recomputes softmax(logits / T) at each of them exactly.
+SLIDER_TEMPERATURES = tuple(round(0.01 * step, 2) for step in range(1, 201))  # 0.01, 0.02, ..., 2.00
+Language = Literal["fr", "en"]
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+class ViewRequest(BaseModel):
+    """What every slide reads: a text (checked against the server's limits in bytes and tokens) and the figures' language."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="the student's text (at most the server's max_prompt_bytes and max_prompt_tokens)")
+    lang: Language = Field("en", description="language of the figure's labels")
+
+
+class TokenizeRequest(ViewRequest):
+    named: list[str] = Field(["o200k_base"], max_length=5, description="published vocabularies to compare (those on this machine)")
+    max_tokens: int = Field(500, ge=1, le=5000, description="tokens listed per tokenizer (the counts cover the whole text)")
+
+    @field_validator("named")
+    @classmethod
+    def known_vocabularies(cls, names: list[str]) -> list[str]:
+        from lanterne.tokenization.tiktoken_files import NAMED_VOCABULARIES, canonical_name
+
+        for name in names:
+            if canonical_name(name) is None:
+                raise ValueError(f"unknown vocabulary {name!r}; choose among {', '.join(NAMED_VOCABULARIES)}")
+        return names
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    word: str = Field(min_length=1, max_length=100, description="the word whose vector and neighbours are shown")
+    neighbours: int = Field(10, ge=1, le=100)
+    map_words: list[Annotated[str, Field(max_length=100)]] = Field([], max_length=40, description="words to place on a 2-D map (none, or at least 3)")
+    analogy: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, min_length=3, max_length=3, description="a, b, c: the tokens nearest to a - b + c"
+    )
+    lang: Language = "en"
+
+
+class NextWordRequest(ViewRequest):
+    top: int = Field(50, ge=1, le=200, description="candidates sent with their exact logits (the slider's top-k goes up to it)")
+
+
+class AttentionRequest(ViewRequest):
+    layer: int | None = Field(None, description="the layer (negative counts from the end); none: the last, or the most focused head's")
+    head: int | None = Field(None, description="the head (none: the heads' average; with no layer either, the most focused head)")
+    average: bool = Field(False, description="the average over the layer's heads instead of one head")
+    position: int = Field(-1, description="the token whose looks are listed (the 'who looks where' figure)")
+
+
+class LensRequest(ViewRequest):
+    layer: int | None = Field(None, description="the layer whose most active feed-forward units are listed (none: the last)")
+
+
+class ContextRequest(ViewRequest):
+    measure_cost: bool = Field(True, description="time forward passes of growing length (seconds of work)")
+    cost_tokens: int = Field(512, ge=16, le=context.MAX_COST_TOKENS, description="the longest pass timed, in tokens")
+
+
+class TemperatureRequest(ViewRequest):
+    top: int = Field(6, ge=1, le=20, description="candidates whose curves are drawn")
+    samples: bool = Field(False, description="also sample continuations at a few temperatures")
+    max_new_tokens: int = Field(20, ge=1, le=64)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+# -- running a view -------------------------------------------------------------------------------
+
+
+def checked_text(state, text: str) -> list[int]:
+    """The ids of `text`, after checking it is not empty and within the server's limits (bytes, then tokens)."""
+    if not text.strip():
+        raise ModelInputError("the text is empty; type a sentence to look at")
+    limits = state.limits
+    size = len(text.encode("utf-8"))
+    if size > limits.max_prompt_bytes:
+        raise ModelInputError(f"the text is {size:,} bytes; this server reads at most {limits.max_prompt_bytes:,}: shorten it")
+    ids = encode_prompt(state.tokenizer, text)
+    if len(ids) > limits.max_prompt_tokens:
+        raise ModelInputError(f"the text is {len(ids):,} tokens; this server reads at most {limits.max_prompt_tokens:,}: shorten it")
+    return ids
+
+
+def recorded(state, request: Request, text: str) -> Recording:
+    checked_text(state, text)
+    recording = record(state.model, state.tokenizer, text)
+    request.state.tokens = len(recording.ids)
+    return recording
+
+
+async def off_the_loop(request: Request, work: Callable, body):
+    """`work(state, request, body)` in a worker thread, holding a slot: forward passes never block the event loop."""
+    async with request.app.state.slots.hold():
+        return await run_in_threadpool(work, request.app.state, request, body)
+
+
+def last_tokens(rows: list[list], count: int) -> list[list]:
+    """Each row (one per layer) cut to its last `count` positions."""
+    return [row[-count:] for row in rows]
+
+
+# -- the slides: data for the JSON endpoints, figures from the same data ---------------------------
+
+
+def tokenization_slide(state, request, body: TokenizeRequest):
+    checked_text(state, body.text)
+    return tokens.tokenization_view(body.text, state.tokenizer, named=body.named)
+
+
+def embedding_slide(state, request, body: EmbeddingRequest) -> dict:
+    model, tokenizer = state.model, state.tokenizer
+    words = [word for word in body.map_words if word.strip()]
+    return {
+        "word": embeddings.embedding_view(model, tokenizer, body.word, body.neighbours),
+        "map": embeddings.embedding_map(model, tokenizer, words) if words else None,
+        "analogy": embeddings.analogy(model, tokenizer, *body.analogy) if body.analogy else None,
+    }
+
+
+def slider_distribution(logits: torch.Tensor, tokenizer, top: int) -> dict:
+    """What the page needs to compute softmax(logits / T) exactly at every slider temperature, with no new request.
+
+    The `top` highest logits are sent as they are; the other tokens are summed up, at each T of
+    SLIDER_TEMPERATURES, by their log-sum-exp of logits / T and the mean of their logits weighted by
+    softmax(logits / T). Then p(token) = exp(logit / T - Z) with Z = logsumexp(top / T, rest_lse[T]),
+    the rest's probability is exp(rest_lse[T] - Z), and the entropy (nats) is Z - E[logit] / T.
+    """
+    logits = temperature.tokenizer_logits(logits, tokenizer).double()  # (vocab,)
+    best = torch.topk(logits, min(top, logits.shape[0]))
+    rest = torch.ones_like(logits, dtype=torch.bool)
+    rest[best.indices] = False
+    rest_logits = logits[rest]  # (vocab - top,)
+    rest_lse, rest_mean = [], []
+    if rest_logits.numel():
+        for start in range(0, len(SLIDER_TEMPERATURES), 25):
+            temperatures = torch.tensor(SLIDER_TEMPERATURES[start : start + 25], dtype=torch.float64).unsqueeze(1)
+            scaled = rest_logits.unsqueeze(0) / temperatures  # (temperatures, vocab - top)
+            rest_lse += torch.logsumexp(scaled, dim=1).tolist()
+            rest_mean += (torch.softmax(scaled, dim=1) * rest_logits).sum(dim=1).tolist()
+    return {
+        "vocab_size": logits.shape[0],
+        "ids": best.indices.tolist(),
+        "tokens": [tokenizer.decode([int(token_id)]) for token_id in best.indices],
+        "logits": best.values.tolist(),
+        "rest_count": int(rest_logits.numel()),
+        "temperatures": list(SLIDER_TEMPERATURES),
+        "rest_lse": rest_lse or None,
+        "rest_mean_logit": rest_mean or None,
+    }
+
+
+def next_word_slide(state, request, body: NextWordRequest) -> dict:
+    recording = recorded(state, request, body.text)
+    table = next_word.next_word_view(recording, state.tokenizer, top=min(body.top, 20))
+    return {"table": table, "slider": slider_distribution(recording.logits[-1], state.tokenizer, body.top), "dropped": recording.dropped}
+
+
+def attention_slide(state, request, body: AttentionRequest) -> dict:
+    model = state.model
+    check_layer_head(model, body.layer, body.head)  # before the forward pass: a wrong layer costs nothing
+    recording = recorded(state, request, body.text)
+    focused = attention.most_focused_head(model, recording)
+    layer, head = body.layer, body.head
+    if body.average:
+        head = None
+    elif layer is None and head is None:
+        layer, head = focused  # as `lanterne attention`: with neither given, the head that shows something
+    view = attention.attention_view(model, recording, layer, head)
+    looks = attention.where_token_looks(view, body.position, 8)
+    return {"view": view, "most_focused": list(focused), "looks": looks, "dropped": recording.dropped}
+
+
+def lens_slide(state, request, body: LensRequest) -> dict:
+    check_layer_head(state.model, body.layer)
+    recording = recorded(state, request, body.text)
+    return {
+        "lens": logit_lens.logit_lens(state.model, recording, state.tokenizer),
+        "feedforward": feedforward.feedforward_view(state.model, recording, body.layer),
+        "dropped": recording.dropped,
+    }
+
+
+def context_slide(state, request, body: ContextRequest):
+    ids = checked_text(state, body.text)
+    request.state.tokens = len(ids)
+    lengths = context.default_cost_lengths(state.model.config.context_length, cap=body.cost_tokens)
+    return context.context_view(state.model, state.tokenizer, body.text, model_name=state.model_name,
+                                measure_cost=body.measure_cost, cost_lengths=lengths)
+
+
+def temperature_slide(state, request, body: TemperatureRequest):
+    ids = checked_text(state, body.text)
+    request.state.tokens = len(ids)
+    return temperature.temperature_view(state.model, state.tokenizer, body.text, top=body.top, samples=body.samples,
+                                        count=1, max_new_tokens=min(body.max_new_tokens, state.limits.max_new_tokens), seed=body.seed)
+
+
+# Each figure: the request it reads, the slide that computes its data, and the `draw_*` that draws it.
+FIGURES: dict[str, tuple[type[BaseModel], Callable, Callable]] = {
+    "tokenization": (TokenizeRequest, tokenization_slide, lambda view, body: tokens.draw_tokenization(view, body.lang)),
+    "embedding-neighbours": (EmbeddingRequest, embedding_slide, lambda data, body: embeddings.draw_neighbours(data["word"], body.lang)),
+    "embedding-map": (EmbeddingRequest, embedding_slide, lambda data, body: embeddings.draw_map(_need(data["map"], "map_words (3 words or more)"), body.lang)),
+    "next-word": (NextWordRequest, next_word_slide, lambda data, body: next_word.draw_next_word(data["table"], body.lang)),
+    "attention": (AttentionRequest, attention_slide, lambda data, body: attention.draw_attention(data["view"], body.lang)),
+    "attention-looks": (AttentionRequest, attention_slide,
+                        lambda data, body: attention.draw_who_looks_where(data["view"], body.position, body.lang)),
+    "lens": (LensRequest, lens_slide, lambda data, body: logit_lens.draw_logit_lens(data["lens"], body.lang)),
+    "feedforward": (LensRequest, lens_slide, lambda data, body: feedforward.draw_contributions(data["feedforward"], body.lang)),
+    "context": (ContextRequest, context_slide, lambda view, body: context.draw_context_table(view, body.lang)),
+    "context-cost": (ContextRequest, context_slide, lambda view, body: context.draw_context_cost(view, body.lang)),
+    "temperature": (TemperatureRequest, temperature_slide, lambda view, body: temperature.draw_temperature_curves(view.curves, body.lang)),
+    "filters": (TemperatureRequest, temperature_slide, lambda view, body: temperature.draw_filters(view.filters, body.lang)),
+}
+
+
+def _need(value, what: str):
+    if value is None:
+        raise ModelInputError(f"this figure needs {what}")
+    return value
+
+
+# -- the JSON endpoints ---------------------------------------------------------------------------
+
+
+@router.get("/api/info", tags=["explorer"])
+def info(request: Request) -> dict:
+    """The model's name and shape, the languages, whether it can chat, the limits, and the examples the page offers."""
+    from lanterne.tokenization.tiktoken_files import NAMED_VOCABULARIES, find_local_copy
+
+    state = request.app.state
+    config = state.model.config
+    return {
+        "model_name": state.model_name,
+        "config": asdict(config),
+        "parameters": sum(parameter.numel() for parameter in state.model.parameters()),
+        "tokenizer": {"kind": state.tokenizer.kind, "vocab_size": state.tokenizer.vocab_size},
+        "chat": bool(getattr(state.tokenizer, "chat_template", None)),
+        "languages": ["fr", "en"],
+        "limits": asdict(state.limits),
+        "vocabularies": [name for name in NAMED_VOCABULARIES if find_local_copy(name) is not None],
+        "examples": {"murder_mystery": attention.MURDER_MYSTERY, "map_words": MAP_WORDS, "analogy": ANALOGY},
+        "slider_temperatures": [SLIDER_TEMPERATURES[0], SLIDER_TEMPERATURES[-1]],
+        "figures": list(FIGURES),
+    }
+
+
+@router.post("/api/tokenize", tags=["explorer"])
+async def tokenize(body: TokenizeRequest, request: Request) -> dict:
+    """Slide 1: the text cut by characters, words, the model's tokenizer and published vocabularies (tokens, ids, spans, counts)."""
+    view = await off_the_loop(request, tokenization_slide, body)
+    return view.as_dict(max_tokens=body.max_tokens)
+
+
+@router.post("/api/embeddings", tags=["explorer"])
+async def embedding(body: EmbeddingRequest, request: Request) -> dict:
+    """Slide 2: a word's vector and nearest tokens; optionally a 2-D map (PCA) of words and an analogy a − b + c."""
+    data = await off_the_loop(request, embedding_slide, body)
+    return {name: None if value is None else value.as_dict() for name, value in data.items()}
+
+
+@router.post("/api/next-word", tags=["explorer"])
+async def next_word_endpoint(body: NextWordRequest, request: Request) -> dict:
+    """Slide 3: the next-token table, and `slider`: the top logits and the rest's summary at every slider temperature."""
+    data = await off_the_loop(request, next_word_slide, body)
+    return {"table": data["table"].as_dict(), "slider": data["slider"], "dropped": data["dropped"]}
+
+
+@router.post("/api/attention", tags=["explorer"])
+async def attention_endpoint(body: AttentionRequest, request: Request) -> dict:
+    """Slide 4: one head's (or the heads' average) weights over the last 64 tokens, each token's top links, where one token looks."""
+    data = await off_the_loop(request, attention_slide, body)
+    config = request.app.state.model.config
+    return {
+        **data["view"].as_dict(last=SHOWN_TOKENS), "most_focused": data["most_focused"], "looks": [vars(link) for link in data["looks"]],
+        "n_layers": config.n_layers, "n_heads": config.n_heads, "dropped": data["dropped"],
+    }
+
+
+@router.post("/api/lens", tags=["explorer"])
+async def lens(body: LensRequest, request: Request) -> dict:
+    """Slide 5: the logit lens (top next token after each layer) and the feed-forward contribution per token, last 64 tokens."""
+    data = await off_the_loop(request, lens_slide, body)
+    lens_data, ff = data["lens"].as_dict(), data["feedforward"].as_dict()
+    lens_data.update(tokens=lens_data["tokens"][-SHOWN_TOKENS:], readings=last_tokens(lens_data["readings"], SHOWN_TOKENS))
+    ff.update(tokens=ff["tokens"][-SHOWN_TOKENS:], top_units=ff["top_units"][-SHOWN_TOKENS:],
+              **{name: last_tokens(ff[name], SHOWN_TOKENS) for name in ("feedforward_norms", "attention_norms", "residual_norms")})
+    shown_from = max(0, len(data["lens"].tokens) - SHOWN_TOKENS)
+    return {"lens": lens_data, "feedforward": ff, "shown_from": shown_from, "dropped": data["dropped"]}
+
+
+@router.post("/api/context", tags=["explorer"])
+async def context_endpoint(body: ContextRequest, request: Request) -> dict:
+    """Slide 6: the text against the model's context (what is cut), the slide's table recomputed, the measured cost."""
+    view = await off_the_loop(request, context_slide, body)
+    return view.as_dict()
+
+
+@router.post("/api/temperature", tags=["explorer"])
+async def temperature_endpoint(body: TemperatureRequest, request: Request) -> dict:
+    """The temperature slide: the candidates' curves from T = 0.05 to 2, what top-k, top-p and min-p keep, samples."""
+    view = await off_the_loop(request, temperature_slide, body)
+    return view.as_dict()
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+FIGURE_DESCRIPTION = (
+    "The slide's figure as PNG or SVG, drawn by its `draw_*` function. The body (POST) or the query (GET, list fields "
+    "repeated) is the JSON endpoint's request, plus `lang`. Views: " + ", ".join(FIGURES) + "."
+)
+
+
+@router.post("/api/figure/{name}", tags=["figures"], description=FIGURE_DESCRIPTION,
+             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+async def figure_post(name: str, request: Request) -> Response:
+    try:
+        payload = json.loads(await request.body())
+    except ValueError as error:  # answered as every other endpoint's broken body: 400, with where it breaks
+        where = getattr(error, "pos", "?")
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", where), "msg": "JSON decode error"}]) from None
+    return await _figure(name, payload, request)
+
+
+@router.get("/api/figure/{name}", tags=["figures"], description=FIGURE_DESCRIPTION,
+            responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+async def figure_get(name: str, request: Request) -> Response:
+    view, _ = _figure_name(name)
+    fields = FIGURES[view][0].model_fields
+    payload = {key: request.query_params.getlist(key) if _is_list(fields.get(key)) else request.query_params[key]
+               for key in request.query_params}
+    return await _figure(name, payload, request)
+
+
+def _is_list(field) -> bool:
+    if field is None:
+        return False
+    annotation = field.annotation
+    return any(typing.get_origin(part) is list for part in (annotation, *typing.get_args(annotation)))
+
+
+def _figure_name(name: str) -> tuple[str, str]:
+    view, dot, extension = name.rpartition(".")
+    if not dot or extension not in ("png", "svg"):
+        raise HTTPException(status_code=404, detail=f"figure {name!r}: ask for NAME.png or NAME.svg")
+    if view not in FIGURES:
+        raise HTTPException(status_code=404, detail=f"no figure {view!r}; the figures are {', '.join(FIGURES)}")
+    return view, extension
+
+
+async def _figure(name: str, payload, request: Request) -> Response:
+    view, extension = _figure_name(name)
+    model_class, slide, draw = FIGURES[view]
+    if not isinstance(payload, dict):
+        raise HTTPException(status_code=422, detail="the request body must be a JSON object")
+    try:
+        body = model_class.model_validate(payload)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None  # answered as every other endpoint's
+
+    def work(state, request, body):
+        data = slide(state, request, body)
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_figure(draw(data, body), Path(folder) / view, (extension,))[0]
+            return path.read_bytes()
+
+    content = await off_the_loop(request, work, body)
+    media = "image/png" if extension == "png" else "image/svg+xml"
+    return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="lanterne-{view}.{extension}"'})
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+@router.get("/", include_in_schema=False)
+def page() -> HTMLResponse:
+    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+
+@router.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    """The API's documentation drawn from /openapi.json by a script of the package (FastAPI's own loads Swagger UI from a CDN)."""
+    return HTMLResponse((STATIC / "docs.html").read_text(encoding="utf-8"))
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    suffix = Path(name).suffix
+    if "/" in name or "\\" in name or name.startswith(".") or suffix not in MEDIA_TYPES or not (STATIC / name).is_file():
+        raise HTTPException(status_code=404, detail=f"no file {name!r} in the explorer")
+    return Response((STATIC / name).read_bytes(), media_type=MEDIA_TYPES[suffix], headers={"Cache-Control": "no-cache"})
