@@ -23,7 +23,8 @@ from lanterne.inspect.tokens import tokenization_view
 from lanterne.sampling import entropy, next_token_distribution
 from lanterne.server.app import create_app
 from lanterne.server.limits import Limits
-from lanterne.server.views import FIGURES, SLIDER_TEMPERATURES
+from lanterne.inspect.next_word import SLIDER_TEMPERATURES
+from lanterne.server.views import FIGURES
 from lanterne.tokenization import train
 from lanterne.transformer import GPT
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+
 from lanterne.inspect.drawing import new_figure, say
 from lanterne.inspect.recording import Recording
+from lanterne.inspect.temperature import tokenizer_logits
 from lanterne.prediction import NextTokenTable, table_from_logits
+
+SLIDER_TEMPERATURES = tuple(round(0.01 * step, 2) for step in range(1, 201))  # 0.01, 0.02, ..., 2.00
 
 
 def next_word_view(recording: Recording, tokenizer, top: int = 10, temperatures: Sequence[float] = (0.5, 1.0, 2.0)) -> NextTokenTable:
@@ -38,3 +43,35 @@ def draw_next_word(table: NextTokenTable, lang: str = "en"):
     prompt = table.prompt if len(table.prompt) <= 60 else "…" + table.prompt[-59:]
     axis.set_title(say(lang, f"Mot suivant après « {prompt} »", f"Next word after “{prompt}”"))
     return figure
+
+
+def slider_distribution(logits: torch.Tensor, tokenizer, top: int) -> dict:
+    """What the page needs to compute softmax(logits / T) exactly at every slider temperature, with no new request.
+
+    The `top` highest logits are sent as they are; the other tokens are summed up, at each T of
+    SLIDER_TEMPERATURES, by their log-sum-exp of logits / T and the mean of their logits weighted by
+    softmax(logits / T). Then p(token) = exp(logit / T - Z) with Z = logsumexp(top / T, rest_lse[T]),
+    the rest's probability is exp(rest_lse[T] - Z), and the entropy (nats) is Z - E[logit] / T.
+    """
+    logits = tokenizer_logits(logits, tokenizer).double()  # (vocab,)
+    best = torch.topk(logits, min(top, logits.shape[0]))
+    rest = torch.ones_like(logits, dtype=torch.bool)
+    rest[best.indices] = False
+    rest_logits = logits[rest]  # (vocab - top,)
+    rest_lse, rest_mean = [], []
+    if rest_logits.numel():
+        for start in range(0, len(SLIDER_TEMPERATURES), 25):
+            temperatures = torch.tensor(SLIDER_TEMPERATURES[start : start + 25], dtype=torch.float64).unsqueeze(1)
+            scaled = rest_logits.unsqueeze(0) / temperatures  # (temperatures, vocab - top)
+            rest_lse += torch.logsumexp(scaled, dim=1).tolist()
+            rest_mean += (torch.softmax(scaled, dim=1) * rest_logits).sum(dim=1).tolist()
+    return {
+        "vocab_size": logits.shape[0],
+        "ids": best.indices.tolist(),
+        "tokens": [tokenizer.decode([int(token_id)]) for token_id in best.indices],
+        "logits": best.values.tolist(),
+        "rest_count": int(rest_logits.numel()),
+        "temperatures": list(SLIDER_TEMPERATURES),
+        "rest_lse": rest_lse or None,
+        "rest_mean_logit": rest_mean or None,
+    }

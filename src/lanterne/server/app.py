@@ -30,7 +30,9 @@ def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) 
     from lanterne.server import openai_api, views
 
     limits = limits or Limits()
-    app = FastAPI(title="Lanterne", version=__version__, description="The lecture's slides on a real model, and an OpenAI-compatible API.")
+    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; views.py serves an offline one.
+    app = FastAPI(title="Lanterne", version=__version__, description="The lecture's slides on a real model, and an OpenAI-compatible API.",
+                  docs_url=None, redoc_url=None)
     model.eval()
     app.state.model, app.state.tokenizer, app.state.model_name, app.state.limits = model, tokenizer, model_name, limits
     app.state.slots = Slots(limits.concurrent_generations, limits.max_queue, limits.retry_after_seconds, limits.queue_seconds)

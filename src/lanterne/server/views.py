@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
-import torch
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
@@ -35,7 +34,6 @@ STATIC = resources.files("lanterne.server") / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 SHOWN_TOKENS = 64  # the attention matrix, the logit lens and the feed-forward norms: the last this many tokens
 # The next-word slider's temperatures: the page recomputes softmax(logits / T) at each of them exactly.
-SLIDER_TEMPERATURES = tuple(round(0.01 * step, 2) for step in range(1, 201))  # 0.01, 0.02, ..., 2.00
 Language = Literal["fr", "en"]
 
 
@@ -156,42 +154,10 @@ def embedding_slide(state, request, body: EmbeddingRequest) -> dict:
     }
 
 
-def slider_distribution(logits: torch.Tensor, tokenizer, top: int) -> dict:
-    """What the page needs to compute softmax(logits / T) exactly at every slider temperature, with no new request.
-
-    The `top` highest logits are sent as they are; the other tokens are summed up, at each T of
-    SLIDER_TEMPERATURES, by their log-sum-exp of logits / T and the mean of their logits weighted by
-    softmax(logits / T). Then p(token) = exp(logit / T - Z) with Z = logsumexp(top / T, rest_lse[T]),
-    the rest's probability is exp(rest_lse[T] - Z), and the entropy (nats) is Z - E[logit] / T.
-    """
-    logits = temperature.tokenizer_logits(logits, tokenizer).double()  # (vocab,)
-    best = torch.topk(logits, min(top, logits.shape[0]))
-    rest = torch.ones_like(logits, dtype=torch.bool)
-    rest[best.indices] = False
-    rest_logits = logits[rest]  # (vocab - top,)
-    rest_lse, rest_mean = [], []
-    if rest_logits.numel():
-        for start in range(0, len(SLIDER_TEMPERATURES), 25):
-            temperatures = torch.tensor(SLIDER_TEMPERATURES[start : start + 25], dtype=torch.float64).unsqueeze(1)
-            scaled = rest_logits.unsqueeze(0) / temperatures  # (temperatures, vocab - top)
-            rest_lse += torch.logsumexp(scaled, dim=1).tolist()
-            rest_mean += (torch.softmax(scaled, dim=1) * rest_logits).sum(dim=1).tolist()
-    return {
-        "vocab_size": logits.shape[0],
-        "ids": best.indices.tolist(),
-        "tokens": [tokenizer.decode([int(token_id)]) for token_id in best.indices],
-        "logits": best.values.tolist(),
-        "rest_count": int(rest_logits.numel()),
-        "temperatures": list(SLIDER_TEMPERATURES),
-        "rest_lse": rest_lse or None,
-        "rest_mean_logit": rest_mean or None,
-    }
-
-
 def next_word_slide(state, request, body: NextWordRequest) -> dict:
     recording = recorded(state, request, body.text)
     table = next_word.next_word_view(recording, state.tokenizer, top=min(body.top, 20))
-    return {"table": table, "slider": slider_distribution(recording.logits[-1], state.tokenizer, body.top), "dropped": recording.dropped}
+    return {"table": table, "slider": next_word.slider_distribution(recording.logits[-1], state.tokenizer, body.top), "dropped": recording.dropped}
 
 
 def attention_slide(state, request, body: AttentionRequest) -> dict:
@@ -278,7 +244,7 @@ def info(request: Request) -> dict:
         "limits": asdict(state.limits),
         "vocabularies": [name for name in NAMED_VOCABULARIES if find_local_copy(name) is not None],
         "examples": {"murder_mystery": attention.MURDER_MYSTERY, "map_words": MAP_WORDS, "analogy": ANALOGY},
-        "slider_temperatures": [SLIDER_TEMPERATURES[0], SLIDER_TEMPERATURES[-1]],
+        "slider_temperatures": [next_word.SLIDER_TEMPERATURES[0], next_word.SLIDER_TEMPERATURES[-1]],
         "figures": list(FIGURES),
     }
 
