@@ -1,0 +1,42 @@
+"""The synthetic long-range task of `lanterne compare`: associative recall at a distance."""
+
+from __future__ import annotations
+
+import torch
+
+from lanterne.comparison.recall import IGNORED, RecallTask, recall_accuracy, train_on_recall
+from lanterne.recurrent import RecurrentConfig, RecurrentLM
+
+
+def test_each_example_lists_pairs_then_asks_one_key():
+    task = RecallTask(keys=10, values=5, pairs=6)
+    ids, targets, distances = task.batch(200, torch.Generator().manual_seed(0))
+    assert ids.shape == targets.shape == (200, task.length) and task.length == 14
+    for row in range(200):
+        keys, values = ids[row, 0:12:2], ids[row, 1:12:2]
+        assert len(set(keys.tolist())) == 6 and bool((keys < 10).all()) and bool(((values >= 10) & (values < 15)).all())
+        assert ids[row, -2] == task.query_mark
+        asked = (keys == ids[row, -1]).nonzero().item()
+        assert targets[row, -1] == values[asked] and bool((targets[row, :-1] == IGNORED).all())
+        assert distances[row] == task.length - 1 - (2 * asked + 1)  # from the value to the last position
+    assert set(distances.tolist()) == {2, 4, 6, 8, 10, 12}
+
+
+def test_the_same_seed_gives_the_same_examples_and_an_untrained_model_is_near_chance():
+    task = RecallTask(keys=10, values=5, pairs=6)
+    first, second = task.batch(8, torch.Generator().manual_seed(3)), task.batch(8, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    torch.manual_seed(0)
+    model = RecurrentLM(RecurrentConfig(arch="gru", vocab_size=task.vocab_size, context_length=task.length, d_model=8, hidden_size=8))
+    distances, accuracy, loss = recall_accuracy(model, task, examples=3000)
+    assert distances == [2, 4, 6, 8, 10, 12]
+    assert max(accuracy) < 0.4 and loss > 1.4  # no better than guessing among the 5 values
+
+
+def test_training_reports_its_cost_and_stops_on_time():
+    task = RecallTask(keys=10, values=5, pairs=4)
+    torch.manual_seed(0)
+    model = RecurrentLM(RecurrentConfig(arch="lstm", vocab_size=task.vocab_size, context_length=task.length, d_model=8, hidden_size=8))
+    result = train_on_recall("lstm", model, task, steps=10_000, seconds=0.5, batch_size=16, evaluation_examples=500)
+    assert 0 < result.steps < 10_000 and result.seconds < 5
+    assert result.parameters == sum(p.numel() for p in model.parameters()) and len(result.accuracy) == len(result.distances)
