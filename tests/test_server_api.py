@@ -400,3 +400,17 @@ def test_the_openai_client_talks_to_lanterne(model, tokenizer):
                 client.completions.create(model=NAME, prompt="le", max_tokens=1000)
             with pytest.raises(openai.UnprocessableEntityError, match="temperature"):
                 client.chat.completions.create(model=NAME, messages=messages, temperature=3.0)
+
+
+def test_serve_binds_loopback_by_default_and_warns_otherwise(model, tokenizer, monkeypatch, capsys):
+    import uvicorn
+
+    from lanterne.server import serve as serving
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **options: calls.append((host, port)))
+    serving.serve(model, tokenizer, "tiny")
+    assert calls[-1] == ("127.0.0.1", 8000) and "warning" not in capsys.readouterr().err
+    serving.serve(model, tokenizer, "tiny", host="0.0.0.0", port=8123)
+    assert calls[-1] == ("0.0.0.0", 8123) and "warning: listening on 0.0.0.0" in capsys.readouterr().err
+    assert serving.is_loopback("::1") and serving.is_loopback("localhost") and not serving.is_loopback("192.168.1.5")
