@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lanterne.comparison.recall import IGNORED, RecallTask, recall_accuracy, train_on_recall
@@ -40,3 +41,33 @@ def test_training_reports_its_cost_and_stops_on_time():
     result = train_on_recall("lstm", model, task, steps=10_000, seconds=0.5, batch_size=16, evaluation_examples=500)
     assert 0 < result.steps < 10_000 and result.seconds < 5
     assert result.parameters == sum(p.numel() for p in model.parameters()) and len(result.accuracy) == len(result.distances)
+
+
+def test_loss_by_position_averages_the_windows_cross_entropy():
+    from lanterne.comparison.measures import loss_by_position
+
+    torch.manual_seed(0)
+    model = RecurrentLM(RecurrentConfig(arch="gru", vocab_size=20, context_length=8, d_model=8, hidden_size=8)).eval()
+    tokens = torch.randint(0, 20, (500,))
+    curve = loss_by_position(model, tokens, window=8, windows=32)
+    assert len(curve) == 8
+    generator = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, 500 - 8 - 1, (32,), generator=generator)
+    inputs = torch.stack([tokens[s : s + 8] for s in starts])
+    targets = torch.stack([tokens[s + 1 : s + 9] for s in starts])
+    with torch.no_grad():
+        logits = model(inputs).logits
+    by_hand = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=0)
+    assert curve == pytest.approx(by_hand.tolist(), rel=1e-5)
+
+
+def test_bits_per_byte_and_matched_sizes():
+    import math
+
+    from lanterne.comparison.measures import bits_per_byte, matched_hidden_size
+
+    assert bits_per_byte(math.log(2), tokens=100, text_bytes=100) == pytest.approx(1.0)
+    assert bits_per_byte(math.log(256), tokens=1, text_bytes=1) == pytest.approx(8.0)
+    hidden = matched_hidden_size("lstm", 100_000, vocab_size=65, d_model=64)
+    sizes = [RecurrentLM(RecurrentConfig(arch="lstm", vocab_size=65, d_model=64, hidden_size=h)).num_parameters() for h in (hidden - 1, hidden, hidden + 1)]
+    assert abs(sizes[1] - 100_000) <= min(abs(sizes[0] - 100_000), abs(sizes[2] - 100_000))
