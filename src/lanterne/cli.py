@@ -476,9 +476,9 @@ def command_train(args: argparse.Namespace) -> None:
     from lanterne.training.trainer import TrainingConfig, load_settings_file, settings_from, train
 
     base = load_settings_file(args.config) if args.config else {}
-    training, model = settings_from(args.set or [], base)
+    training, model = settings_from(args.set or [], base, args.arch)
     explicit = {
-        "data": args.data, "tokenizer": args.tokenizer, "preset": args.preset, "out": args.out,
+        "data": args.data, "tokenizer": args.tokenizer, "arch": args.arch, "preset": args.preset, "out": args.out,
         "max_steps": args.max_steps, "device": args.device, "text_field": args.text_field,
     }
     training.update({key: value for key, value in explicit.items() if value is not None})
@@ -627,11 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true")
     export.set_defaults(run=command_export)
 
-    training = verbs.add_parser("train", help="train a GPT on your text (torchrun for several processes)")
+    training = verbs.add_parser("train", help="train a GPT, or a recap model (--arch), on your text (torchrun for several processes)")
     training.add_argument("--data", help="a text file, a folder of .txt/.md files, or a .jsonl file")
     training.add_argument("--tokenizer", default=None, help="char (default), bpe:N, a published name, or a tokenizer file")
     training.add_argument("--text-field", default=None, help="JSONL: the field holding the text (default: text)")
-    training.add_argument("--preset", default=None, help="model preset: tiny (default), small, gpt2, ...")
+    training.add_argument("--arch", default=None, choices=["gpt", "mlp", "rnn", "gru", "lstm"],
+                          help="gpt (default), or the recap's mlp, rnn, gru, lstm (shape with --set hidden_size=...); a resumed run keeps its own")
+    training.add_argument("--preset", default=None, help="GPT preset: tiny (default), small, gpt2, ...")
     training.add_argument("--config", default=None, help="TOML settings file ([model] table for the model)")
     training.add_argument("--set", action="append", metavar="KEY=VALUE", help="any training or model setting (repeatable); an unknown key lists them all")
     training.add_argument("--out", default=None, help="run folder (default: runs/lanterne)")

@@ -69,6 +69,7 @@ def prepare_corpus(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     show_progress: bool = True,
+    known_tokenizer: Tokenizer | None = None,
 ) -> TokenizedCorpus:
     """Tokenize `source` once and cache the ids; a second call with the same inputs reads the cache.
 
@@ -87,6 +88,10 @@ def prepare_corpus(
     The cache lives in `cache_dir` (default: $LANTERNE_CACHE/datasets) under a key made of the
     content, the tokenizer, `validation_fraction` and the format; it is built under a temporary
     name and renamed into place, so an interrupted run never leaves a cache that would be reused.
+
+    `known_tokenizer`: the tokenizer `tokenizer` gave this corpus before (a resumed run's own, read from
+    its checkpoint). It is used as it is, never trained or loaded again, and the cache is keyed as on the
+    first run ('char' and 'bpe:N' by that spec, others by their content), so a resume finds that cache.
     """
     if not 0 < validation_fraction <= 0.5:
         raise TrainingDataError(
@@ -95,18 +100,26 @@ def prepare_corpus(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise TrainingDataError(f"workers must be at least 1, not {workers}; leave it unset to use every core")
-    trained_spec, loaded = _resolve_tokenizer(tokenizer)
+    if known_tokenizer is None:
+        trained_spec, loaded = _resolve_tokenizer(tokenizer)
+    else:
+        trained_spec = _trained_spec(tokenizer)
+        loaded = None if trained_spec else known_tokenizer
     corpus_source = open_source(Path(source).expanduser(), text_field)
-    identity = trained_spec or _tokenizer_hash(loaded)
-    key_document = [FORMAT_VERSION, corpus_source.content_hash, identity, validation_fraction, corpus_files.CHUNK_BYTES]
-    key = hashlib.sha256(json.dumps(key_document).encode("utf-8")).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir is not None else cache_folder() / "datasets"
+    key = _cache_key(corpus_source, trained_spec or _tokenizer_hash(loaded), validation_fraction)
+    if (root / key).is_dir():
+        corpus = _open_cache(root / key, loaded)
+        if known_tokenizer is not None and _tokenizer_hash(corpus.tokenizer) != _tokenizer_hash(known_tokenizer):
+            # The spec has trained another tokenizer since (another version's trainer): these ids are not the run's.
+            trained_spec, loaded = None, known_tokenizer
+            key = _cache_key(corpus_source, _tokenizer_hash(loaded), validation_fraction)
+            corpus = _open_cache(root / key, loaded) if (root / key).is_dir() else None
+        if corpus is not None:
+            corpus.meta["content_hash"] = corpus_source.content_hash  # caches made before it was recorded lack it
+            return corpus
     folder = root / key
-    if folder.is_dir():
-        corpus = _open_cache(folder, loaded)
-        corpus.meta["content_hash"] = corpus_source.content_hash  # caches made before it was recorded lack it
-        return corpus
-    tokenizer_object = loaded or _train_tokenizer(trained_spec, corpus_source)
+    tokenizer_object = loaded or known_tokenizer or _train_tokenizer(trained_spec, corpus_source)
     meta = {
         "format": "lanterne-tokens", "version": FORMAT_VERSION, "key": key, "source": str(corpus_source.path),
         "source_kind": corpus_source.kind, "content_hash": corpus_source.content_hash, "text_field": text_field if corpus_source.kind == "jsonl" else None,
@@ -161,14 +174,27 @@ def check_enough_tokens(corpus: TokenizedCorpus, context_length: int, batch_size
 # -- the tokenizer ------------------------------------------------------------------------------
 
 
+def _cache_key(source: CorpusSource, tokenizer_identity: str, validation_fraction: float) -> str:
+    """The cache folder's name: a hash of the content, the tokenizer ('char', 'bpe:N' or a content hash), the split and the format."""
+    key_document = [FORMAT_VERSION, source.content_hash, tokenizer_identity, validation_fraction, corpus_files.CHUNK_BYTES]
+    return hashlib.sha256(json.dumps(key_document).encode("utf-8")).hexdigest()[:16]
+
+
+def _trained_spec(spec: str) -> str | None:
+    """'char' or 'bpe:N' (normalised) for a tokenizer trained on the corpus; None for one to load."""
+    text = str(spec).strip()
+    if text == "char":
+        return "char"
+    match = re.fullmatch(r"bpe:(\d+)", text)
+    return f"bpe:{int(match.group(1))}" if match else None
+
+
 def _resolve_tokenizer(spec: str) -> tuple[str | None, Tokenizer | None]:
     """('char' or 'bpe:N', None) for a tokenizer to train on the corpus, or (None, tokenizer) for one to load."""
     text = str(spec).strip()
-    if text == "char":
-        return "char", None
-    match = re.fullmatch(r"bpe:(\d+)", text)
-    if match:
-        return f"bpe:{int(match.group(1))}", None
+    trained = _trained_spec(text)
+    if trained:
+        return trained, None
     forms = (
         "use 'char', 'bpe:N' (a BPE of N ids trained on your text, e.g. bpe:4096), "
         f"a published name ({', '.join(known_names())}) or the path of a tokenizer file"

@@ -69,3 +69,14 @@ def sum_over_processes(value: torch.Tensor, group: ProcessGroup) -> torch.Tensor
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def gather_rows(value: torch.Tensor, group: ProcessGroup, dim: int) -> torch.Tensor:
+    """Every process's slice of `value` joined along `dim`, in rank order (each process holds equal slices)."""
+    if not group.distributed:
+        return value
+    # Floats travel as float32: not every backend moves bf16, and bf16 -> float32 -> bf16 is exact.
+    sent = value.detach().float() if value.is_floating_point() else value.detach()
+    parts = [torch.empty_like(sent) for _ in range(group.world_size)]
+    dist.all_gather(parts, sent.contiguous())
+    return torch.cat(parts, dim=dim).to(value.dtype)

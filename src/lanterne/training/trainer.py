@@ -2,7 +2,8 @@
 
 AdamW with warmup and cosine decay, gradient accumulation and clipping, bf16 autocast where the
 hardware has it, evaluation (loss, perplexity, bits per byte), atomic checkpoints, exact resume,
-and data parallelism over processes started by torchrun.
+and data parallelism over processes started by torchrun. The GPT learns from random windows; the
+recap's models (`arch`) read the text as streams and carry their state across windows (`streams`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lanterne.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, InputFileError
 from lanterne.files import writable_folder
-from lanterne.training import checkpointing, distributed
+from lanterne.training import architectures, checkpointing, distributed, streams
 from lanterne.training.hardware import matmul_peak_flops, pick_device, pick_dtype, synchronize
 from lanterne.training.metrics import PLOT_FILE, MetricsLog, ProgressDisplay, plot_loss_curve
 from lanterne.training.schedule import learning_rate_at, make_optimizer
-from lanterne.transformer import GPT
 
 
 @dataclass
@@ -40,8 +39,9 @@ class TrainingConfig:
     text_field: str = "text"  # for JSONL data
     validation_fraction: float = 0.1
     out: str = "runs/lanterne"
-    preset: str | None = None  # model preset: 'tiny' for a new run; a resumed run keeps its own
-    model: dict[str, Any] = field(default_factory=dict)  # GPTConfig fields overriding the preset
+    arch: str | None = None  # 'gpt' for a new run, or the recap's 'mlp', 'rnn', 'gru', 'lstm'; a resumed run keeps its own
+    preset: str | None = None  # GPT preset: 'tiny' for a new run; a resumed run keeps its own
+    model: dict[str, Any] = field(default_factory=dict)  # GPTConfig fields overriding the preset, or RecurrentConfig fields
     batch_size: int = 12  # sequences per optimizer micro-step, over all processes
     gradient_accumulation: int = 1
     max_steps: int = 2000
@@ -81,6 +81,8 @@ class TrainingConfig:
             raise ConfigError(f"final_eval_tokens must be a whole number >= 0 (0 skips the final evaluation), not {self.final_eval_tokens!r}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
+        if self.arch is not None:
+            architectures.check_arch_settings(self.arch, self.preset, self.fsdp)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -141,13 +143,20 @@ class Trainer:
             writable_folder(folder)
         return None
 
-    def _check_same_run(self, resumed: dict) -> str:
-        """Refuse to resume with another tokenizer or split; note the settings that changed (the text: `_check_same_text`).
+    def _check_same_run(self, resumed: dict) -> tuple[str, str]:
+        """Refuse to resume with another architecture, tokenizer or split; note the settings that changed
+        (the text: `_check_same_text`).
 
-        Returns the run's tokenizer setting (as given when the run began).
+        Returns the run's architecture and tokenizer setting (as given when the run began).
         """
         config, folder = self.config, self.run_folder
         saved = resumed["progress"].get("training_config", {})
+        run_arch = saved.get("arch") or architectures.GPT_ARCH  # runs from before --arch trained GPTs
+        if config.arch is not None and config.arch != run_arch:
+            raise CheckpointError(
+                f"{folder} trains --arch {run_arch}, not {config.arch}; drop --arch to resume (a run keeps its model), or train into a new --out"
+            )
+        architectures.check_arch_settings(run_arch, config.preset, config.fsdp)
         run_tokenizer = saved.get("tokenizer") or "char"
         if config.tokenizer is not None and config.tokenizer != run_tokenizer:
             raise CheckpointError(
@@ -159,11 +168,11 @@ class Trainer:
                 f"{folder} split its text with validation_fraction={saved['validation_fraction']}, not {config.validation_fraction}; "
                 "drop that setting to resume, or train into a new --out"
             )
-        ignored = {"resume", "overwrite", "progress", "tokenizer", "data", "out"}
+        ignored = {"resume", "overwrite", "progress", "tokenizer", "arch", "data", "out"}
         changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in asdict(config).items()
                    if key not in ignored and key in saved and saved[key] != value]
         self._changed_on_resume = f" (changed: {', '.join(changed)})" if changed else ""
-        return run_tokenizer
+        return run_arch, run_tokenizer
 
     def _check_same_text(self, resumed: dict, corpus) -> None:
         """Refuse to resume on other text: compared by content hash, so a moved copy of the same file is fine."""
@@ -174,26 +183,6 @@ class Trainer:
                 f"(was: {resumed['progress'].get('training_config', {}).get('data')}); "
                 "resume with the same --data (and --text-field), or train into a new --out"
             )
-
-    def _model_config(self, vocab_size: int, resumed: dict | None) -> GPTConfig:
-        requested = dict(self.config.model)
-        if resumed is None:
-            chosen = GPTConfig.preset(self.config.preset or "tiny", **{"vocab_size": vocab_size, **requested})
-            if chosen.vocab_size < vocab_size:
-                raise ConfigError(
-                    f"vocab_size={chosen.vocab_size} is smaller than the tokenizer's {vocab_size} ids; drop that setting "
-                    "(a larger one pads the vocabulary, as nanoGPT pads 50257 to 50304)"
-                )
-            return chosen
-        saved = GPTConfig.from_json(resumed["folder"] / "config.json")
-        wanted = GPTConfig.preset(self.config.preset, vocab_size=saved.vocab_size, **requested).to_dict() if self.config.preset else {**saved.to_dict(), **requested}
-        for key, value in wanted.items():
-            if saved.to_dict().get(key) != value:
-                raise CheckpointError(
-                    f"the checkpoint in {resumed['folder']} has {key}={saved.to_dict().get(key)!r} but the settings ask for {value!r}; "
-                    "drop that setting to resume, or train into a new --out"
-                )
-        return saved
 
     def _autocast(self):
         """bf16 autocast when the run computes in bf16; nothing otherwise."""
@@ -216,29 +205,38 @@ class Trainer:
             distributed.stop(self.group)
 
     def _run(self) -> TrainingResult:
+        from lanterne.tokenization import load as load_tokenizer
         from lanterne.training.data import check_enough_tokens, prepare_corpus, sample_windows
 
         config, group = self.config, self.group
         resumed = self._prepare_folder()
         if not config.data:
             raise InputFileError("no training data: pass --data FILE (a text file, a folder of .txt files or a .jsonl file)")
-        run_tokenizer = self._check_same_run(resumed) if resumed else (config.tokenizer or "char")
-        tokenizer_spec = str(resumed["folder"] / "tokenizer.json") if resumed else run_tokenizer
+        if resumed:
+            arch, run_tokenizer = self._check_same_run(resumed)
+        else:
+            arch, run_tokenizer = config.arch or architectures.GPT_ARCH, config.tokenizer or "char"
+        # A resumed run reads its own tokenizer from the checkpoint, and finds the token cache its first run made.
+        known_tokenizer = load_tokenizer(resumed["folder"] / "tokenizer.json") if resumed else None
         corpus = None
         for turn in ("main", "others"):  # rank 0 tokenizes and caches first; the others then reuse its cache
             if (turn == "main") == group.is_main:
                 corpus = prepare_corpus(
-                    config.data, tokenizer_spec, text_field=config.text_field,
-                    validation_fraction=config.validation_fraction, show_progress=config.progress and group.is_main,
+                    config.data, run_tokenizer, text_field=config.text_field, validation_fraction=config.validation_fraction,
+                    show_progress=config.progress and group.is_main, known_tokenizer=known_tokenizer,
                 )
             distributed.barrier(group)
         if resumed:
             self._check_same_text(resumed, corpus)
-        model_config = self._model_config(corpus.tokenizer.vocab_size, resumed)
+        model_config = architectures.model_config(
+            arch, corpus.tokenizer.vocab_size, dict(config.model), config.preset, resumed["folder"] if resumed else None
+        )
         check_enough_tokens(corpus, model_config.context_length, config.batch_size)
+        # Truncated backpropagation through time: the recap's models read the text as streams, their state carried.
+        token_streams = streams.TokenStreams(corpus.train, config.batch_size, model_config.context_length) if architectures.is_recurrent(arch) else None
 
         torch.manual_seed(config.seed)
-        model = GPT(model_config).to(self.device)
+        model = architectures.build_model(model_config).to(self.device)
         data_generator = torch.Generator().manual_seed(config.seed)
         start_step, best_loss, best_step = 0, None, None
         if resumed:
@@ -297,6 +295,10 @@ class Trainer:
         tokens_per_step = config.batch_size * config.gradient_accumulation * model_config.context_length
         per_rank = config.batch_size // group.world_size
         rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
+        carried = model.new_cache(per_rank) if token_streams else None  # what this process's streams carry to their next window
+        if resumed and token_streams:
+            token_streams.load_state_dict(resumed["state"]["streams"])
+            streams.restore_state(carried, resumed["state"]["carried"], rows, self.device)
         if resumed:
             display.note(f"resuming {self.run_folder} at step {start_step}{self._changed_on_resume}")
             if start_step >= config.max_steps:
@@ -315,7 +317,13 @@ class Trainer:
                 group_settings["lr"] = learning_rate
             step_loss = torch.zeros((), device=self.device)
             for micro in range(config.gradient_accumulation):
-                inputs, targets = sample_windows(corpus.train, config.batch_size, model_config.context_length, data_generator)
+                carry = {}
+                if token_streams:  # the next window of each stream, the state carried from the last one (detached)
+                    inputs, targets, fresh = token_streams.next_windows()
+                    streams.carry_over(carried, fresh[rows].to(self.device))
+                    carry = {"cache": carried}
+                else:
+                    inputs, targets = sample_windows(corpus.train, config.batch_size, model_config.context_length, data_generator)
                 inputs, targets = inputs[rows].to(self.device), targets[rows].to(self.device)
                 last_micro = micro == config.gradient_accumulation - 1
                 # Between micro-steps DDP need not average gradients: only the last backward syncs.
@@ -324,7 +332,7 @@ class Trainer:
                 with engine.no_sync() if group.distributed and not config.fsdp and not last_micro else contextlib.nullcontext():
                     with self._autocast():
                         # The ids come from the model's own tokenizer: skip the checks (a GPU sync, a compile break).
-                        loss = engine(inputs, targets, check=False).loss / config.gradient_accumulation
+                        loss = engine(inputs, targets, check=False, **carry).loss / config.gradient_accumulation
                     loss.backward()
                 step_loss += loss.detach()
             if config.grad_clip > 0:
@@ -355,15 +363,19 @@ class Trainer:
                 window_started, window_steps = time.perf_counter(), 0
             if step % checkpoint_interval == 0 or step == config.max_steps:
                 model_state, optimizer_state = self._gather_states(model, optimizer)  # every process takes part
+                carried_state = {name: distributed.gather_rows(tensor, group, streams.ROW_DIMENSIONS[name]).cpu()
+                                 for name, tensor in streams.state_tensors(carried).items()} if token_streams else None
                 if group.is_main:
                     state = {"optimizer": optimizer_state, "data_generator": data_generator.get_state(),
                              "torch_rng": torch.get_rng_state(), "sharded": config.fsdp}
+                    if token_streams:  # where every stream stands, and the state each carries (all processes' rows)
+                        state.update(streams=token_streams.state_dict(), carried=carried_state)
                     if self.device.type == "cuda":
                         state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
                     full_loss, full_tokens = full_validation if step == config.max_steps else (None, None)
                     progress = {"step": step, "validation_loss": last_validation, "best_validation_loss": best_loss,
                                 "best_step": best_step, "full_validation_loss": full_loss, "full_validation_tokens": full_tokens,
-                                "training_config": {**asdict(config), "tokenizer": run_tokenizer},
+                                "training_config": {**asdict(config), "arch": arch, "tokenizer": run_tokenizer},
                                 "corpus_hash": corpus.meta["content_hash"], "model_config": model_config.to_dict()}
                     checkpointing.save_checkpoint(
                         self.run_folder, step, model, corpus.tokenizer, state, progress, keep=config.keep_checkpoints,
@@ -377,7 +389,7 @@ class Trainer:
         return TrainingResult(self.run_folder, step, last_validation, best_loss, sum(speeds) / len(speeds) if speeds else 0.0,
                               *(full_validation if step >= config.max_steps else (None, None)))
 
-    def _gather_states(self, model: GPT, optimizer) -> tuple[dict | None, dict]:
+    def _gather_states(self, model, optimizer) -> tuple[dict | None, dict]:
         """Full (unsharded) model and optimizer states: as they are, or gathered from every process under FSDP."""
         if not self.config.fsdp:
             return None, optimizer.state_dict()
@@ -387,8 +399,11 @@ class Trainer:
         return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
 
     @torch.no_grad()
-    def _evaluate(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> float:
-        """Validation loss (nats/token), perplexity and bits per byte on fixed batches; a short sample."""
+    def _evaluate(self, engine, model, corpus, model_config, step: int, metrics, display) -> float:
+        """Validation loss (nats/token), perplexity and bits per byte on fixed batches; a short sample.
+
+        Every window starts cold, the recap's models' too (no state carried in): the same measure for every arch.
+        """
         from lanterne.generation import ContextWarning, generate_ids
         from lanterne.sampling import SamplingSettings
         from lanterne.training.data import sample_windows
@@ -430,7 +445,7 @@ class Trainer:
 
 
     @torch.no_grad()
-    def _evaluate_whole(self, engine, model: GPT, corpus, model_config: GPTConfig, step: int, metrics, display) -> tuple:
+    def _evaluate_whole(self, engine, model, corpus, model_config, step: int, metrics, display) -> tuple:
         """The validation loss over every non-overlapping window of the split (up to final_eval_tokens tokens).
 
         The evaluation batches are an estimate (20 random windows of 12 by default: about ±0.02 nats on
@@ -500,26 +515,34 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def settings_from(pairs: list[str], base: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(training settings, model settings) from a settings file's dict and KEY=VALUE strings (values read as JSON when they parse)."""
+def settings_from(pairs: list[str], base: dict[str, Any] | None = None, arch: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, model settings) from a settings file's dict and KEY=VALUE strings (values read as JSON when they parse).
+
+    The model settings are those of `arch` (the --arch option; else an `arch` setting; else the GPT's):
+    RecurrentConfig's fields for the recap's models, GPTConfig's for the GPT. An unknown key lists the known ones.
+    """
     training = {key: value for key, value in (base or {}).items() if key != "model"}
     model = dict((base or {}).get("model", {}))
-    model_fields = {f.name for f in fields(GPTConfig)}
+    parsed = []
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"--set expects KEY=VALUE, not {pair!r}")
         key, text = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
         try:
             value = json.loads(text)
         except ValueError:
             value = text
+        parsed.append((key.strip().replace("-", "_"), value))
+    arch = arch or next((value for key, value in reversed(parsed) if key == "arch"), None) or training.get("arch") or architectures.GPT_ARCH
+    architectures.check_arch(arch)
+    model_fields = architectures.model_fields(arch)
+    for key, value in parsed:
         if key in model_fields:
             model[key] = value
         elif key in TrainingConfig.field_names() - {"model"}:
             training[key] = value
         else:
-            raise ConfigError(f"unknown setting {key!r}; {_known_settings(model_fields)}")
+            raise ConfigError(f"unknown setting {key!r} for --arch {arch}; {_known_settings(model_fields)}")
     unknown = set(training) - TrainingConfig.field_names()
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))} in the settings file; {_known_settings(model_fields)}")
