@@ -232,6 +232,8 @@ class Trainer:
             arch, corpus.tokenizer.vocab_size, dict(config.model), config.preset, resumed["folder"] if resumed else None
         )
         check_enough_tokens(corpus, model_config.context_length, config.batch_size)
+        if arch in ("rnn", "gru", "lstm") and self.dtype == torch.bfloat16 and self.device.type == "cpu":
+            raise ConfigError(f"PyTorch's CPU {arch.upper()} kernels fail under bf16 autocast; train it with --set dtype=float32")
         # Truncated backpropagation through time: the recap's models read the text as streams, their state carried.
         token_streams = streams.TokenStreams(corpus.train, config.batch_size, model_config.context_length) if architectures.is_recurrent(arch) else None
 
