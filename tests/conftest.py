@@ -65,3 +65,21 @@ def assert_drawn(figure, path) -> None:
     pixels = imread(png)  # (height, width, channels)
     drawn = (pixels != pixels[0, 0]).any(axis=-1)  # pixels not of the background (corner) colour
     assert 0.01 < drawn.mean() < 0.9
+
+
+@pytest.fixture(autouse=True)
+def small_models_train_quickly(monkeypatch, request):
+    """Training runs in tests skip the peak-FLOP/s measurement (seconds of 4096×4096 products, only used for
+    MFU, which no test checks against a real peak) and use one thread: models this small only wait on each other."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import torch
+
+    from lanterne.training import trainer
+
+    monkeypatch.setattr(trainer, "matmul_peak_flops", lambda device, dtype: 1e11)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

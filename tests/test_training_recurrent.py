@@ -20,7 +20,7 @@ from lanterne.cli import main
 from lanterne.errors import CheckpointError, ConfigError, TrainingDataError
 from lanterne.generation import generate
 from lanterne.recurrent import ARCHITECTURES, RecurrentConfig, RecurrentLM
-from lanterne.training import architectures, data, trainer
+from lanterne.training import architectures, data
 from lanterne.training.checkpointing import STATE_FILE
 from lanterne.training.streams import TokenStreams, carry_over, restore_state, state_tensors
 from lanterne.training.trainer import TrainingConfig, settings_from, train
@@ -29,17 +29,6 @@ from lanterne.training.trainer import TrainingConfig, settings_from, train
 TEXT = "".join(f"le chat {i % 7} dort sur le tapis {i % 5}.\n" for i in range(300))
 SETTINGS = {"context_length": 16, "d_model": 16, "hidden_size": 32, "batch_size": 4, "eval_interval": 15, "eval_batches": 1,
             "sample_tokens": 8, "warmup_steps": 2, "learning_rate": 0.01, "dtype": "float32", "log_interval": 100}
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch):
-    """One thread: for models this small, more only wait on each other (much longer on a busy machine).
-    And no peak-FLOP/s measurement (seconds of 4096x4096 products): it is not what these tests check."""
-    monkeypatch.setattr(trainer, "matmul_peak_flops", lambda device, dtype: 1e11)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
