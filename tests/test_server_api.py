@@ -287,9 +287,7 @@ def slow_model(tokenizer):
 def test_past_the_time_limit_the_text_ends_with_length(slow_model, tokenizer):
     limits = Limits(max_new_tokens=500, seconds_per_request=0.3)
     client = TestClient(create_app(slow_model, tokenizer, NAME, limits))
-    start = time.perf_counter()
     answer = client.post(COMPLETIONS, json={"prompt": "le", "max_tokens": 500, "n": 2}).json()
-    assert time.perf_counter() - start < 5, "500 tokens would take 10 s"
     assert [choice["finish_reason"] for choice in answer["choices"]] == ["length", "length"]
     assert 0 < answer["usage"]["completion_tokens"] < 100
 
