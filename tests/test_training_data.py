@@ -104,24 +104,32 @@ def make_folder(root: Path) -> list[str]:
     return ["# First\nthe c document\n", "Première: été.\n", "Second document, with b.\n"]
 
 
-def test_a_folder_is_read_in_path_order_with_blank_lines_between_documents(tmp_path):
+def test_each_file_of_a_folder_gives_its_end_to_validation(tmp_path):
     documents = make_folder(tmp_path / "books")
     corpus = prepare(tmp_path / "books", validation_fraction=0.3)
-    assert text_of(all_ids(corpus), corpus.tokenizer) == "\n\n".join(documents)
     assert corpus.meta["source_kind"] == "folder" and corpus.meta["document_separator"] == "\n\n"
+    cuts = [len(document) - round(0.3 * len(document)) for document in documents]  # characters are tokens here
+    assert text_of(corpus.train, corpus.tokenizer) == "\n\n".join(d[:cut] for d, cut in zip(documents, cuts))
+    assert text_of(corpus.validation, corpus.tokenizer) == "\n\n".join(d[cut:] for d, cut in zip(documents, cuts))
+    for document, cut, where in zip(documents, cuts, corpus.meta["documents"]):
+        assert text_of(corpus.validation[where["start"]:where["start"] + where["tokens"]], corpus.tokenizer) == document[cut:]
+        assert where["bytes"] == len(document[cut:].encode("utf-8"))
+    assert corpus.meta["validation_bytes"] == len(text_of(corpus.validation, corpus.tokenizer).encode("utf-8"))
+    assert corpus.meta["total_tokens"] == len(corpus.train) + len(corpus.validation)
 
 
 def test_a_bpe_tokenizer_separates_documents_with_endoftext(tmp_path):
     documents = make_folder(tmp_path / "books")
     corpus = prepare(tmp_path / "books", "bpe:300", validation_fraction=0.3)
     endoftext = corpus.tokenizer.special_tokens["<|endoftext|>"]
-    ids = all_ids(corpus)
-    assert ids.count(endoftext) == len(documents) - 1
-    assert text_of(ids, corpus.tokenizer) == "<|endoftext|>".join(documents)
-    assert corpus.meta["document_separator"] == "<|endoftext|>"
+    heads = text_of(corpus.train, corpus.tokenizer).split("<|endoftext|>")
+    tails = text_of(corpus.validation, corpus.tokenizer).split("<|endoftext|>")
+    assert [head + tail for head, tail in zip(heads, tails, strict=True)] == documents
+    assert all(tail for tail in tails) and corpus.meta["document_separator"] == "<|endoftext|>"
     # The separator stands for no text: validation bytes count only the documents' text.
     validation = [i for i in corpus.validation.tolist() if i != endoftext]
     assert corpus.meta["validation_bytes"] == len(corpus.tokenizer.decode_bytes(validation))
+    assert [d["bytes"] for d in corpus.meta["documents"]] == [len(tail.encode("utf-8")) for tail in tails]
 
 
 def test_jsonl_documents_come_from_the_text_field(tmp_path):

@@ -29,9 +29,10 @@ from lanterne.tokenization import CharTokenizer, Tokenizer, known_names, load, t
 from lanterne.tokenization.tiktoken_files import ENDOFTEXT, cache_folder
 from lanterne.training import corpus_files
 from lanterne.training.corpus_files import DOCUMENT_BREAK, CorpusSource, chunks, open_source, text_parts
+from lanterne.training.held_out import split_each_document
 
 # Bumped whenever tokens.bin or meta.json change meaning; it is part of the cache key.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a folder's files are each split into train and validation
 # Below this, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 2**20
 # "bpe:N" learns its merges from the start of the corpus only: training time and memory grow with the text.
@@ -239,16 +240,24 @@ def _plain_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
 # -- encoding, in worker processes --------------------------------------------------------------
 
 
-def _encode_chunk(tokenizer: Tokenizer, break_id: int | None, dtype: np.dtype, parts: list[str | None]) -> np.ndarray:
-    """Ids of one chunk: the text parts encoded, each document break as `break_id`. Shape (tokens,)."""
+def _encode_chunk(
+    tokenizer: Tokenizer, break_id: int | None, dtype: np.dtype, parts: list[str | None]
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Ids of one chunk, shape (tokens,), and where its document breaks lie: (start, end) offsets in it.
+
+    A break is `break_id`, or TEXT_SEPARATOR's ids when the tokenizer has no <|endoftext|>.
+    """
     encode = _plain_encoder(tokenizer)
     ids: list[int] = []
+    breaks = []
     for part in parts:
+        start = len(ids)
         if part is DOCUMENT_BREAK:
-            ids.append(break_id)
+            ids += [break_id] if break_id is not None else encode(TEXT_SEPARATOR)
+            breaks.append((start, len(ids)))
         else:
             ids += encode(part)
-    return np.array(ids, dtype=dtype)
+    return np.array(ids, dtype=dtype), breaks
 
 
 _worker_settings: tuple[Tokenizer, int | None, np.dtype] | None = None
@@ -259,7 +268,7 @@ def _start_worker(tokenizer: Tokenizer, break_id: int | None, dtype: np.dtype) -
     _worker_settings = (tokenizer, break_id, dtype)
 
 
-def _encode_in_worker(parts: list[str | None]) -> np.ndarray:
+def _encode_in_worker(parts: list[str | None]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return _encode_chunk(*_worker_settings, parts)
 
 
@@ -289,8 +298,13 @@ def _build_cache(folder: Path, source: CorpusSource, tokenizer: Tokenizer, meta:
     try:
         break_id = getattr(tokenizer, "special_tokens", {}).get(ENDOFTEXT)
         dtype = np.dtype(meta["dtype"]).newbyteorder("<")
-        sizes = _write_tokens(building / "tokens.bin", source, tokenizer, break_id, dtype, workers, show_progress)
-        meta.update(_split(building / "tokens.bin", sizes, tokenizer, break_id, dtype, meta["validation_fraction"]))
+        sizes, breaks = _write_tokens(building / "tokens.bin", source, tokenizer, break_id, dtype, workers, show_progress)
+        if source.kind == "folder" and breaks:
+            names = [file.relative_to(source.path).as_posix() for file in source.files]
+            meta.update(split_each_document(building / "tokens.bin", breaks, names, tokenizer, break_id, dtype, meta["validation_fraction"]))
+            meta["document_separator"] = ENDOFTEXT if break_id is not None else TEXT_SEPARATOR
+        else:
+            meta.update(_split(building / "tokens.bin", sizes, tokenizer, break_id, dtype, meta["validation_fraction"]))
         tokenizer.save(building / "tokenizer.json")
         (building / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         try:
@@ -313,13 +327,18 @@ def _build_cache(folder: Path, source: CorpusSource, tokenizer: Tokenizer, meta:
 def _write_tokens(
     path: Path, source: CorpusSource, tokenizer: Tokenizer, break_id: int | None, dtype: np.dtype, workers: int, show_progress: bool
 ) -> list[tuple[int, int]]:
-    """Encode the corpus chunk by chunk into `path` (raw ids); return (tokens, text bytes) of each chunk."""
+    """Encode the corpus chunk by chunk into `path` (raw ids).
+
+    Return (tokens, text bytes) of each chunk, and the (start, end) ids of every document break in the file.
+    """
     chunk_bytes: list[int] = []  # filled as chunks are read, ahead of the encoded ones
     chunk_tokens: list[int] = []
+    breaks: list[tuple[int, int]] = []
+    separator_bytes = len(TEXT_SEPARATOR.encode("utf-8")) if break_id is None else 0
 
     def chunk_parts() -> Iterator[list[str | None]]:
-        for parts, byte_count in chunks(text_parts(source), TEXT_SEPARATOR if break_id is None else None):
-            chunk_bytes.append(byte_count)
+        for parts, byte_count in chunks(text_parts(source), None):
+            chunk_bytes.append(byte_count + separator_bytes * sum(part is DOCUMENT_BREAK for part in parts))
             yield parts
 
     pool = None
@@ -333,7 +352,9 @@ def _write_tokens(
         else:
             encoded = _in_order(pool, _encode_in_worker, chunk_parts(), lookahead=2 * workers)
         with open(path, "wb") as out, _progress_bar(show_progress, source.size_bytes, source.path.name) as advance:
-            for ids in encoded:
+            for ids, chunk_breaks in encoded:
+                offset = sum(chunk_tokens)
+                breaks += [(offset + start, offset + end) for start, end in chunk_breaks]
                 out.write(ids.tobytes())
                 chunk_tokens.append(len(ids))
                 advance(chunk_bytes[len(chunk_tokens) - 1])
@@ -342,7 +363,7 @@ def _write_tokens(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return list(zip(chunk_tokens, chunk_bytes))
+    return list(zip(chunk_tokens, chunk_bytes)), breaks
 
 
 def _split(path: Path, sizes: list[tuple[int, int]], tokenizer: Tokenizer, break_id: int | None, dtype: np.dtype, fraction: float) -> dict:
