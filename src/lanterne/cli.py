@@ -469,6 +469,27 @@ def command_predict(args: argparse.Namespace) -> None:
     _console().print(view)
 
 
+def command_evaluate(args: argparse.Namespace) -> None:
+    from lanterne.evaluation import evaluate_held_out
+
+    model, tokenizer = _load_model(args)
+    report = evaluate_held_out(model, tokenizer, args.data, validation_fraction=args.validation_fraction,
+                               show_progress=not args.json)
+    if args.json:
+        _print_json(report.as_dict())
+        return
+    from rich.table import Table
+
+    view = Table(title=f"Held-out text: the last {args.validation_fraction:.0%} of each file of {args.data} "
+                       f"(windows of {report.context_length} tokens)")
+    for column in ("text", "tokens", "bytes", "loss (nats/token)", "perplexity", "bits/byte"):
+        view.add_column(column, justify="left" if column == "text" else "right")
+    for score in [*report.documents, *([report.total] if len(report.documents) > 1 else [])]:
+        view.add_row(score.name, f"{score.tokens:,}", f"{score.bytes:,}", f"{score.loss:.4f}", f"{score.perplexity:.2f}",
+                     f"{score.bits_per_byte:.3f}")
+    _console().print(view)
+
+
 # -- lanterne train -------------------------------------------------------------------------------
 
 
@@ -626,6 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     export.add_argument("--json", action="store_true")
     export.set_defaults(run=command_export)
+
+    evaluate = verbs.add_parser("evaluate", help="held-out loss, perplexity and bits per byte on the part of a text that training set aside")
+    evaluate.add_argument("--data", required=True, help="the text file or folder the model trained on (each file's end is held out)")
+    evaluate.add_argument("--validation-fraction", type=float, default=0.1, help="the training run's validation_fraction (default 0.1)")
+    _model_arguments(evaluate)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=command_evaluate)
 
     training = verbs.add_parser("train", help="train a GPT, or a recap model (--arch), on your text (torchrun for several processes)")
     training.add_argument("--data", help="a text file, a folder of .txt/.md files, or a .jsonl file")

@@ -1,10 +1,11 @@
 """Associative recall at a distance: can the model find, far back in its input, the value it needs?
 
-Each example lists `pairs` key–value pairs (distinct keys, random values), then a query mark and one
-of the keys: the answer is that key's value. Nothing else in the sequence can be predicted, so the
-loss is taken at the answer only. The distance is how many tokens separate the value from the end.
-A Transformer looks back at any position directly; a recurrent model must have carried the value in
-its state of fixed size the whole way — the lecture's "RNNs often forget distant words", measured.
+Each example lists `pairs` key–value pairs (distinct keys, random values), then a separator, then asks
+every key again in a shuffled order, each followed by its value. Listed values are random, so only the
+asked values can be predicted: the loss is taken there. The distance of an answer is how many tokens
+back its value was listed. A Transformer looks back at any position directly; a recurrent model must
+have carried every value in its state of fixed size the whole way — the lecture's "RNNs often forget
+distant words", measured. (The multi-query form of Zoology's MQAR: one answer per pair, not per example.)
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ IGNORED = -100  # cross-entropy's "no target here"
 
 @dataclass(frozen=True)
 class RecallTask:
-    """ids 0..keys-1 are keys, the next `values` ids are values, the last id is the query mark."""
+    """ids 0..keys-1 are keys, the next `values` ids are values, the last id separates list and questions."""
 
-    keys: int = 40
-    values: int = 16
-    pairs: int = 30
+    keys: int = 64
+    values: int = 64
+    pairs: int = 16
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.pairs <= self.keys or self.values < 2:
+            raise ValueError(f"recall needs 1 <= pairs <= keys and at least 2 values, not {self}")
 
     @property
     def vocab_size(self) -> int:
@@ -32,27 +37,34 @@ class RecallTask:
 
     @property
     def length(self) -> int:
-        """Tokens per example: the pairs, the query mark, the queried key."""
-        return 2 * self.pairs + 2
+        """Tokens per example: the listed pairs, the separator, the asked pairs."""
+        return 4 * self.pairs + 1
 
     @property
-    def query_mark(self) -> int:
+    def separator(self) -> int:
         return self.keys + self.values
 
+    @property
+    def largest_distance(self) -> int:
+        return 4 * self.pairs - 2
+
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids (size, length), targets (size, length) with the answer at the last position only, and distances (size,)."""
-        keys = torch.argsort(torch.rand(size, self.keys, generator=generator), dim=1)[:, : self.pairs]  # distinct keys per row
-        values = self.keys + torch.randint(0, self.values, (size, self.pairs), generator=generator)
-        asked = torch.randint(0, self.pairs, (size,), generator=generator)
-        rows = torch.arange(size)
+        """ids (size, length); targets (size, length): the value at each asked key, IGNORED elsewhere;
+        distances (size, length): at each target, how many positions back its value was listed, else 0."""
+        P = self.pairs
+        keys = torch.argsort(torch.rand(size, self.keys, generator=generator), dim=1)[:, :P]  # (size, P) distinct per row
+        values = self.keys + torch.randint(0, self.values, (size, P), generator=generator)  # (size, P)
+        order = torch.argsort(torch.rand(size, P, generator=generator), dim=1)  # (size, P): which pair each question asks
         ids = torch.empty(size, self.length, dtype=torch.long)
-        ids[:, 0 : 2 * self.pairs : 2] = keys
-        ids[:, 1 : 2 * self.pairs : 2] = values
-        ids[:, -2] = self.query_mark
-        ids[:, -1] = keys[rows, asked]
+        ids[:, 0 : 2 * P : 2], ids[:, 1 : 2 * P : 2] = keys, values
+        ids[:, 2 * P] = self.separator
+        ids[:, 2 * P + 1 :: 2] = keys.gather(1, order)
+        ids[:, 2 * P + 2 :: 2] = values.gather(1, order)
         targets = torch.full_like(ids, IGNORED)
-        targets[:, -1] = values[rows, asked]
-        distances = 2 * (self.pairs - asked)  # from the value's position to the last one
+        distances = torch.zeros_like(ids)
+        asked_at = 2 * P + 1 + 2 * torch.arange(P)  # (P,) positions of the asked keys: each predicts the next token
+        targets[:, asked_at] = values.gather(1, order)
+        distances[:, asked_at] = asked_at - (2 * order + 1)  # back to where that value was listed
         return ids, targets, distances
 
 
@@ -75,7 +87,7 @@ class RecallResult:
 
 def train_on_recall(
     name: str, model, task: RecallTask, *, steps: int = 1500, batch_size: int = 64, learning_rate: float = 3e-3,
-    seconds: float | None = None, seed: int = 0, evaluation_examples: int = 4000,
+    seconds: float | None = None, seed: int = 0, evaluation_examples: int = 2000,
 ) -> RecallResult:
     """Train `model` (a GPT or a recurrent model over task.vocab_size ids) with AdamW, then measure it.
 
@@ -105,13 +117,24 @@ def train_on_recall(
 
 
 @torch.inference_mode()
-def recall_accuracy(model, task: RecallTask, examples: int = 4000, seed: int = 1) -> tuple[list[int], list[float], float]:
-    """Accuracy of the answer at each distance, on fresh examples (greedy: the most likely value), and the mean loss."""
+def recall_accuracy(model, task: RecallTask, examples: int = 2000, seed: int = 1, bins: int = 8) -> tuple[list[int], list[float], float]:
+    """Accuracy of the answers (greedy: the most likely value) in `bins` ranges of distance, on fresh examples.
+
+    Returns the largest distance of each range, the accuracy in it, and the mean loss over all answers.
+    """
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     ids, targets, distances = task.batch(examples, generator)
-    logits = torch.cat([model(part).logits[:, -1] for part in ids.split(500)]).float()  # (examples, vocab)
-    correct = (logits.argmax(dim=-1) == targets[:, -1]).float()
-    loss = float(F.cross_entropy(logits, targets[:, -1]))
-    by_distance = sorted(set(distances.tolist()))
-    return by_distance, [round(float(correct[distances == d].mean()), 4) for d in by_distance], loss
+    logits = torch.cat([model(part).logits for part in ids.split(250)]).float()  # (examples, length, vocab)
+    asked = targets != IGNORED
+    logits, targets, distances = logits[asked], targets[asked], distances[asked]  # (answers, vocab), (answers,), (answers,)
+    correct = (logits.argmax(dim=-1) == targets).float()
+    loss = float(F.cross_entropy(logits, targets))
+    edges = torch.linspace(0, task.largest_distance, bins + 1).round().long().tolist()
+    ends, accuracy = [], []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (distances > low) & (distances <= high)
+        if inside.any():
+            ends.append(high)
+            accuracy.append(round(float(correct[inside].mean()), 4))
+    return ends, accuracy, loss

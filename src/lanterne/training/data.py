@@ -300,7 +300,7 @@ def _build_cache(folder: Path, source: CorpusSource, tokenizer: Tokenizer, meta:
         dtype = np.dtype(meta["dtype"]).newbyteorder("<")
         sizes, breaks = _write_tokens(building / "tokens.bin", source, tokenizer, break_id, dtype, workers, show_progress)
         if source.kind == "folder" and breaks:
-            names = [file.relative_to(source.path).as_posix() for file in source.files]
+            names = [Path(os.path.relpath(file.resolve(), source.path)).as_posix() for file in source.files]
             meta.update(split_each_document(building / "tokens.bin", breaks, names, tokenizer, break_id, dtype, meta["validation_fraction"]))
             meta["document_separator"] = ENDOFTEXT if break_id is not None else TEXT_SEPARATOR
         else:
