@@ -33,14 +33,19 @@ class Pretrained(NamedTuple):
     tokenizer: object | None
 
 
-def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dict | None = None) -> None:
+def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dict | None = None, dtype: torch.dtype | None = None) -> None:
     """Write `model` (and `tokenizer`) to `folder`, each file atomically; the folder is created if needed.
 
     `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
+    `dtype` stores the floating-point weights in that type (torch.bfloat16 halves the file); loading
+    gives the model back in float32 either way.
     """
     folder = Path(folder)
     config = model.config.to_dict()
-    write_model_folder(folder, stored_tensors(model, state_dict), model.config.to_json(), {"format": "pt", "model_type": config["model_type"]})
+    tensors = stored_tensors(model, state_dict)
+    if dtype is not None:
+        tensors = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+    write_model_folder(folder, tensors, model.config.to_json(), {"format": "pt", "model_type": config["model_type"]})
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER_FILE)
 
@@ -141,12 +146,14 @@ def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None
     from lanterne.tokenization.tiktoken_files import cache_folder
 
     text = str(name_or_folder)
-    gguf_file = model_file(text, cache_folder()) if text in NAMED_MODELS else Path(text)
-    if gguf_file.is_file() and is_gguf(gguf_file):
+    path = model_file(text, cache_folder()) if text in NAMED_MODELS else Path(text)
+    if path.is_dir() and text in NAMED_MODELS:  # the bundled model's folder
+        name_or_folder = path
+    elif path.is_file() and is_gguf(path):
         from lanterne.interop.gguf import load_gguf
 
         sha256 = NAMED_MODELS[text].sha256 if text in NAMED_MODELS else None
-        model, tokenizer = load_gguf(gguf_file, cache_folder(), sha256=sha256)
+        model, tokenizer = load_gguf(path, cache_folder(), sha256=sha256)
         return Pretrained(model.to(device) if device is not None else model, tokenizer)
     folder = resolve_folder(name_or_folder)
     return Pretrained(load_model(folder, device=device), load_tokenizer_of(folder))

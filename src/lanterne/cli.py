@@ -312,7 +312,7 @@ def command_tour(args: argparse.Namespace) -> None:
                 print_section(console, section)
 
         tour = run_tour(model, tokenizer, args.prompt, model_name=str(args.model), lang=args.lang, out=args.out,
-                        measure_cost=not args.no_cost, on_start=started, on_section=finished)
+                        measure_cost=not args.no_cost, on_start=started, on_section=finished, comparison=args.compare)
     if args.json:
         _print_json(json.loads(json.dumps(tour.as_dict(), default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))))
     else:
@@ -333,9 +333,11 @@ def command_serve(args: argparse.Namespace) -> None:
 
 
 def command_export(args: argparse.Namespace) -> None:
-    from lanterne.checkpoints import save_huggingface
+    from lanterne.checkpoints import save_huggingface, save_model
 
-    target = Path(args.gguf or args.huggingface)
+    target = Path(args.gguf or args.huggingface or args.lanterne)
+    if args.lanterne and args.type == "q8_0":
+        raise InputFileError("a Lanterne folder stores f32, f16 or bf16 weights, not q8_0; pass --type bf16 for the smallest")
     if target.exists() and not args.overwrite:
         raise InputFileError(f"{target} already exists; choose another path or pass --overwrite")
     if not target.parent.is_dir():
@@ -345,11 +347,16 @@ def command_export(args: argparse.Namespace) -> None:
         from lanterne.interop.gguf_writer import save_gguf
 
         save_gguf(model, tokenizer, target, dtype=args.type)
+    elif args.lanterne:
+        import torch
+
+        dtypes = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+        save_model(model, target, tokenizer, dtype=dtypes[args.type])
     else:
         save_huggingface(model, target, tokenizer)
     size = target.stat().st_size if target.is_file() else sum(path.stat().st_size for path in target.iterdir())
     if args.json:
-        _print_json({"model": str(args.model), "out": str(target), "bytes": size, "type": args.type if args.gguf else None})
+        _print_json({"model": str(args.model), "out": str(target), "bytes": size, "type": None if args.huggingface else args.type})
     else:
         print(f"wrote {target} ({size / 1e6:.1f} MB)")
 
@@ -490,6 +497,36 @@ def command_evaluate(args: argparse.Namespace) -> None:
     _console().print(view)
 
 
+def command_compare(args: argparse.Namespace) -> None:
+    from lanterne.comparison.experiment import CompareSettings, parse_budget, run_comparison
+
+    budget = parse_budget(args.budget) if args.budget else {}
+    settings = CompareSettings(
+        data=args.data, archs=tuple(arch.strip() for arch in args.archs.split(",") if arch.strip()), out=args.out,
+        **({"recall_minutes": args.recall_minutes} if args.recall_minutes is not None else {}), **budget,
+    )
+    if not Path(settings.data).exists():
+        raise InputFileError(f"corpus file not found: {settings.data} (check the path)")
+    note = (lambda message: None) if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
+    report = run_comparison(settings, note)
+    if args.json:
+        _print_json(report.as_dict())
+        return
+    from rich.table import Table
+
+    view = Table(title=f"{', '.join(settings.archs)} on {Path(settings.data).name}: same size, same time ({report.seconds / 60:.1f} min in all)")
+    for column in ("model", "parameters", "steps", "held-out loss", "bits/byte", f"loss at position 1 → {len(report.models[0].loss_by_position)}",
+                   "train tok/s", "generate tok/s", "recall: nearest → farthest"):
+        view.add_column(column, justify="left" if column == "model" else "right")
+    for model in report.models:
+        recall = f"{model.recall_accuracy[0]:.0%} → {model.recall_accuracy[-1]:.0%}" if model.recall_accuracy else "-"
+        view.add_row(model.arch, f"{model.parameters:,}", f"{model.steps:,}", f"{model.validation_loss:.3f}", f"{model.bits_per_byte:.3f}",
+                     f"{model.loss_by_position[0]:.2f} → {model.loss_by_position[-1]:.2f}", f"{model.train_tokens_per_second:,.0f}",
+                     f"{model.generate_tokens_per_second:,.0f}", recall)
+    _console().print(view)
+    print(f"figures and compare.json in {settings.out}/")
+
+
 # -- lanterne train -------------------------------------------------------------------------------
 
 
@@ -628,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--lang", choices=["fr", "en"], default=None, help="language (default: the prompt's)")
     tour.add_argument("--out", default="lanterne-tour", help="report folder: index.html and every figure (default: lanterne-tour)")
     tour.add_argument("--no-cost", action="store_true", help="skip timing forward passes of growing length")
+    tour.add_argument("--compare", default=None, metavar="FOLDER",
+                      help="lanterne compare's results for 'Why attention' (default: ./lanterne-compare, else the release's)")
     tour.add_argument("--json", action="store_true")
     tour.set_defaults(run=command_tour)
 
@@ -642,7 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     destination = export.add_mutually_exclusive_group(required=True)
     destination.add_argument("--gguf", metavar="OUT.gguf", help="write one GGUF file (GPT-2- and Llama-shaped models)")
     destination.add_argument("--huggingface", metavar="FOLDER", help="write a folder transformers loads (from_pretrained)")
-    export.add_argument("--type", choices=["f32", "f16", "bf16", "q8_0"], default="f32", help="GGUF weight type (default f32)")
+    destination.add_argument("--lanterne", metavar="FOLDER", help="write a Lanterne folder (config.json, model.safetensors, tokenizer.json)")
+    export.add_argument("--type", choices=["f32", "f16", "bf16", "q8_0"], default="f32",
+                        help="weight type of --gguf (all four) or --lanterne (f32, f16, bf16); default f32")
     export.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
     export.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     export.add_argument("--json", action="store_true")
@@ -654,6 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=command_evaluate)
+
+    compare = verbs.add_parser("compare", help="why attention: a GPT beside an LSTM (or GRU, RNN, MLP), same size and time, measured")
+    compare.add_argument("--data", required=True, help="a UTF-8 text file (e.g. ../shared/data/tinyshakespeare.txt)")
+    compare.add_argument("--budget", default=None,
+                         help="training time per model (3min, default; or 300s) or parameters per model (800k, default; or 2M)")
+    compare.add_argument("--archs", default="gpt,lstm", help="comma-separated: gpt, lstm, gru, rnn, mlp (default gpt,lstm)")
+    compare.add_argument("--recall-minutes", type=float, default=None, help="training time per model on the recall task (default 1.5; 0 skips it)")
+    compare.add_argument("--out", default="lanterne-compare", help="folder for compare.json, the figures and the runs (default lanterne-compare)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=command_compare)
 
     training = verbs.add_parser("train", help="train a GPT, or a recap model (--arch), on your text (torchrun for several processes)")
     training.add_argument("--data", help="a text file, a folder of .txt/.md files, or a .jsonl file")

@@ -1,8 +1,9 @@
 """Real pretrained models by name, installed as ordinary Python packages: no hub, no download at run time.
 
-Each named model is a GGUF file that a package on the package index ships. `model_file(name)`
-finds it (or says which command installs it), and `default_model()` picks the best one installed:
-the lecture's examples need a model that knows French and English.
+Each named model is a GGUF file that a package on the package index ships, or `lanterne-mini`, the
+small bilingual GPT that ships inside Lanterne itself (MODEL_CARD.md). `model_file(name)` finds it
+(or says which command installs it), and `default_model()` picks the best one installed: the
+lecture's examples need a model that knows French and English, and lanterne-mini is always there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class NamedModel:
     context_length: int = 0  # tokens, as its GGUF header says (known without opening the file)
 
 
+# The model inside this package: a Lanterne folder (config.json, model.safetensors, tokenizer.json).
+BUNDLED = "lanterne-mini"
+BUNDLED_FOLDER = Path(__file__).resolve().parent / "bundled" / BUNDLED
+
+
 NAMED_MODELS: dict[str, NamedModel] = {
     model.name: model
     for model in [
@@ -48,13 +54,24 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "Apache-2.0",
             context_length=8_192,
         ),
+        NamedModel(
+            BUNDLED,
+            "Lanterne's own small GPT, 5.3M parameters, trained on Les Misérables and Shakespeare (French, English); "
+            "ships with Lanterne (MODEL_CARD.md)",
+            "lanterne",
+            "pip install lanterne (it ships inside)",
+            "MIT (weights); public-domain training text",
+            context_length=256,
+        ),
     ]
 }
-# Which model a command uses when none is named: the first one installed.
-PREFERENCE = ["gemma-3-270m", "smollm2-135m-instruct"]
+# Which model a command uses when none is named: the first one installed (lanterne-mini always is).
+PREFERENCE = ["gemma-3-270m", "smollm2-135m-instruct", BUNDLED]
 
 
 def is_installed(name: str) -> bool:
+    if name == BUNDLED:
+        return (BUNDLED_FOLDER / "model.safetensors").is_file()
     try:
         importlib.metadata.distribution(NAMED_MODELS[name].distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -63,10 +80,15 @@ def is_installed(name: str) -> bool:
 
 
 def model_file(name: str, cache_folder: Path) -> Path:
-    """The GGUF file of a named model; Gemma's is assembled from its four chunk packages into `cache_folder` once."""
+    """The GGUF file of a named model (Gemma's is assembled from its four chunk packages into `cache_folder` once),
+    or the bundled model's folder."""
     if name not in NAMED_MODELS:
         raise UnknownModelError(f"unknown model {name!r}; the named models are {', '.join(NAMED_MODELS)} (or give a path)")
     model = NAMED_MODELS[name]
+    if name == BUNDLED:
+        if not is_installed(name):
+            raise CheckpointError(f"this copy of Lanterne lacks its bundled model ({BUNDLED_FOLDER}); reinstall lanterne")
+        return BUNDLED_FOLDER
     if not is_installed(name):
         raise CheckpointError(f"the model {name} is not installed: {model.install} (licence: {model.licence})")
     if name == "gemma-3-270m":

@@ -27,6 +27,8 @@ MAP_WORDS = {
     "en": ["king", "queen", "man", "woman", "sun", "moon", "east", "west", "cat", "dog"],
 }
 ANALOGY = {"fr": ("roi", "homme", "femme"), "en": ("king", "man", "woman")}
+# `lanterne compare --data tinyshakespeare.txt` as measured for the release (its compare.json ships with Lanterne).
+BUNDLED_COMPARISON = Path(__file__).resolve().parents[1] / "bundled" / "compare"
 TOUR_COST_TOKENS = 256  # the longest forward pass the tour times (`lanterne context` goes further)
 
 
@@ -66,6 +68,7 @@ class _Context:
     out: Path | None
     measure_cost: bool
     model_name: str
+    comparison: object = None  # `lanterne compare` results (ComparisonReport), for "Why attention"
 
     def save(self, figure, name: str) -> list[str]:
         """Save a figure as name.png and name.svg in the report folder (none without a folder); returns the PNG's name."""
@@ -238,8 +241,41 @@ def _temperature(context: _Context) -> Section:
     return Section("temperature", _say(context, "8. Température", "8. Temperature"), lines, view.as_dict(), figures)
 
 
-SECTIONS: list[Callable[[_Context], Section]] = [
-    _tokenization, _embeddings, _next_word, _attention, _feedforward, _logit_lens, _context_length, _temperature,
+def _why_attention(context: _Context) -> Section | None:
+    """The recap's claim measured by `lanterne compare`: only when its results exist."""
+    report = context.comparison
+    if report is None:
+        return None
+    from lanterne.comparison.figures import NAMES, draw_loss_by_position, draw_recall
+
+    settings = report.settings
+    lines = [_say(context,
+                  f"« Les RNN lisent mot à mot et oublient souvent les mots lointains » — mesuré par lanterne compare sur "
+                  f"{Path(settings['data']).name}, mêmes tailles, {settings['minutes']:g} min d'entraînement chacun :",
+                  f"\"RNNs read word by word and often forget distant words\" — measured by lanterne compare on "
+                  f"{Path(settings['data']).name}, same sizes, {settings['minutes']:g} min of training each:")]
+    for model in report.models:
+        position = model.loss_by_position
+        lines.append(_say(context,
+                          f"{NAMES.get(model.arch, model.arch)} ({model.parameters / 1e3:.0f}k paramètres) : perte {model.validation_loss:.3f} "
+                          f"({model.bits_per_byte:.2f} bits/octet) ; au 1er token {position[0]:.2f}, au {len(position)}e {position[-1]:.2f}",
+                          f"{NAMES.get(model.arch, model.arch)} ({model.parameters / 1e3:.0f}k parameters): loss {model.validation_loss:.3f} "
+                          f"({model.bits_per_byte:.2f} bits/byte); at token 1 {position[0]:.2f}, at token {len(position)} {position[-1]:.2f}"))
+        if model.recall_accuracy:
+            lines.append(_say(context,
+                              f"    rappel : {model.recall_accuracy[0]:.0%} à ≤ {model.recall_distances[0]} tokens, "
+                              f"{model.recall_accuracy[-1]:.0%} à ≤ {model.recall_distances[-1]} tokens",
+                              f"    recall: {model.recall_accuracy[0]:.0%} at ≤ {model.recall_distances[0]} tokens, "
+                              f"{model.recall_accuracy[-1]:.0%} at ≤ {model.recall_distances[-1]} tokens"))
+    figures = context.save(draw_loss_by_position(report, context.lang), "why-attention-position")
+    if any(model.recall_accuracy for model in report.models):
+        figures += context.save(draw_recall(report, context.lang), "why-attention-recall")
+    return Section("why_attention", _say(context, "9. Pourquoi l'attention (RNN contre Transformer)", "9. Why attention (RNN vs Transformer)"),
+                   lines, report.as_dict(), figures)
+
+
+SECTIONS: list[Callable[[_Context], Section | None]] = [
+    _tokenization, _embeddings, _next_word, _attention, _feedforward, _logit_lens, _context_length, _temperature, _why_attention,
 ]
 
 
@@ -254,22 +290,30 @@ def run_tour(
     measure_cost: bool = True,
     on_section: Callable[[Section], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    comparison: str | Path | None = None,
 ) -> Tour:
     """Compute every slide on `prompt`. `lang` defaults to the prompt's language; with `out`, figures go there.
 
+    `comparison`: a folder where `lanterne compare` wrote its results, for the "Why attention" section;
+    by default ./lanterne-compare when it holds them, else the results measured for the bundled model.
     on_start(name) is called before each section and on_section(section) after it (progress display).
     """
+    from lanterne.comparison.experiment import read_comparison
     started = time.perf_counter()
     lang = check_language(lang) if lang else detect_language(prompt)
     folder = writable_folder(out) if out is not None else None
     model.eval()
-    context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost, model_name or "model")
+    folders = [comparison] if comparison is not None else [Path("lanterne-compare"), BUNDLED_COMPARISON]
+    results = next((found for found in map(read_comparison, folders) if found is not None), None)
+    context = _Context(model, tokenizer, prompt, lang, record(model, tokenizer, prompt), folder, measure_cost, model_name or "model", results)
     sections = []
     for make in SECTIONS:
         if on_start is not None:
             on_start(make.__name__.strip("_"))
         section_start = time.perf_counter()
         section = make(context)
+        if section is None:
+            continue
         section.seconds = time.perf_counter() - section_start
         sections.append(section)
         if on_section is not None:

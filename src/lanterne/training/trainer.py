@@ -45,6 +45,9 @@ class TrainingConfig:
     batch_size: int = 12  # sequences per optimizer micro-step, over all processes
     gradient_accumulation: int = 1
     max_steps: int = 2000
+    # Wall-clock limit (seconds) of the training loop: the step that passes it is the last (evaluated and
+    # saved as max_steps would be). None: no limit. For equal-time comparisons (`lanterne compare`).
+    max_seconds: float | None = None
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
     warmup_steps: int = 100
@@ -79,6 +82,8 @@ class TrainingConfig:
             raise ConfigError("learning rates must be positive")
         if self.final_eval_tokens is not None and (not isinstance(self.final_eval_tokens, int) or self.final_eval_tokens < 0):
             raise ConfigError(f"final_eval_tokens must be a whole number >= 0 (0 skips the final evaluation), not {self.final_eval_tokens!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be positive (or unset for no limit), not {self.max_seconds!r}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
         if self.arch is not None:
@@ -310,8 +315,9 @@ class Trainer:
         full_validation = (saved.get("full_validation_loss"), saved.get("full_validation_tokens"))
         step = start_step
         window_started, window_steps = time.perf_counter(), 0
+        loop_started, last = time.perf_counter(), False
         model.train()
-        while step < config.max_steps:
+        while not last and step < config.max_steps:
             learning_rate = learning_rate_at(
                 step, peak=config.learning_rate, minimum=config.min_learning_rate, warmup_steps=config.warmup_steps, decay_steps=decay_steps
             )
@@ -344,6 +350,10 @@ class Trainer:
             step += 1
             window_steps += 1
             step_loss = float(distributed.mean_over_processes(step_loss, group))
+            last = step == config.max_steps
+            if config.max_seconds is not None:  # every process stops at the same step: the first whose clock ran out
+                late = torch.tensor(float(time.perf_counter() - loop_started >= config.max_seconds), device=self.device)
+                last = last or float(distributed.mean_over_processes(late, group)) > 0
             if not math.isfinite(step_loss):
                 raise ConfigError(f"the loss became {step_loss} at step {step}; lower learning_rate or enable grad_clip")
             if group.is_main:
@@ -356,14 +366,14 @@ class Trainer:
                 display.update(step, step_loss, tokens_per_second, mfu)
             if step % config.log_interval == 0:
                 window_started, window_steps = time.perf_counter(), 0
-            if step % config.eval_interval == 0 or step == config.max_steps:
+            if step % config.eval_interval == 0 or last:
                 last_validation = self._evaluate(engine, model, corpus, model_config, step, metrics, display)
                 if best_loss is None or last_validation < best_loss:
                     best_loss, best_step = last_validation, step
-                if step == config.max_steps and config.final_eval_tokens != 0:
+                if last and config.final_eval_tokens != 0:
                     full_validation = self._evaluate_whole(engine, model, corpus, model_config, step, metrics, display)
                 window_started, window_steps = time.perf_counter(), 0
-            if step % checkpoint_interval == 0 or step == config.max_steps:
+            if step % checkpoint_interval == 0 or last:
                 model_state, optimizer_state = self._gather_states(model, optimizer)  # every process takes part
                 carried_state = {name: distributed.gather_rows(tensor, group, streams.ROW_DIMENSIONS[name]).cpu()
                                  for name, tensor in streams.state_tensors(carried).items()} if token_streams else None
@@ -374,7 +384,7 @@ class Trainer:
                         state.update(streams=token_streams.state_dict(), carried=carried_state)
                     if self.device.type == "cuda":
                         state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-                    full_loss, full_tokens = full_validation if step == config.max_steps else (None, None)
+                    full_loss, full_tokens = full_validation if last else (None, None)
                     progress = {"step": step, "validation_loss": last_validation, "best_validation_loss": best_loss,
                                 "best_step": best_step, "full_validation_loss": full_loss, "full_validation_tokens": full_tokens,
                                 "training_config": {**asdict(config), "arch": arch, "tokenizer": run_tokenizer},
@@ -389,7 +399,7 @@ class Trainer:
         records = metrics.records() if metrics else []
         speeds = [r["tokens_per_second"] for r in records if r.get("kind") == "train" and r["step"] > start_step]
         return TrainingResult(self.run_folder, step, last_validation, best_loss, sum(speeds) / len(speeds) if speeds else 0.0,
-                              *(full_validation if step >= config.max_steps else (None, None)))
+                              *(full_validation if last or step >= config.max_steps else (None, None)))
 
     def _gather_states(self, model, optimizer) -> tuple[dict | None, dict]:
         """Full (unsharded) model and optimizer states: as they are, or gathered from every process under FSDP."""
