@@ -42,7 +42,7 @@ def test_a_short_comparison_measures_both_models_and_draws_the_figures(tmp_path)
     data = tmp_path / "text.txt"
     data.write_text(TEXT, encoding="utf-8")
     settings = CompareSettings(data=str(data), parameters=60_000, minutes=0.05, recall_minutes=0.05, context_length=32,
-                               out=str(tmp_path / "out"), recall=RecallTask(keys=16, values=16, pairs=4))
+                               out=str(tmp_path / "out"), recall=RecallTask(items=6, symbols=8))
     report = run_comparison(settings)
     assert [model.arch for model in report.models] == ["gpt", "lstm"]
     for model in report.models:

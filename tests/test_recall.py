@@ -9,33 +9,47 @@ from lanterne.comparison.recall import IGNORED, RecallTask, recall_accuracy, tra
 from lanterne.recurrent import RecurrentConfig, RecurrentLM
 
 
-def test_each_example_lists_pairs_then_asks_one_key():
-    task = RecallTask(keys=10, values=5, pairs=6)
+def test_each_example_lists_symbols_then_asks_for_them_last_first():
+    task = RecallTask(items=6, symbols=5)
     ids, targets, distances = task.batch(200, torch.Generator().manual_seed(0))
-    assert ids.shape == targets.shape == (200, task.length) and task.length == 14
+    assert ids.shape == targets.shape == distances.shape == (200, task.length) and task.length == 12
     for row in range(200):
-        keys, values = ids[row, 0:12:2], ids[row, 1:12:2]
-        assert len(set(keys.tolist())) == 6 and bool((keys < 10).all()) and bool(((values >= 10) & (values < 15)).all())
-        assert ids[row, -2] == task.query_mark
-        asked = (keys == ids[row, -1]).nonzero().item()
-        assert targets[row, -1] == values[asked] and bool((targets[row, :-1] == IGNORED).all())
-        assert distances[row] == task.length - 1 - (2 * asked + 1)  # from the value to the last position
-    assert set(distances.tolist()) == {2, 4, 6, 8, 10, 12}
+        listed = ids[row, :6].tolist()
+        assert all(0 <= symbol < 5 for symbol in listed) and ids[row, 6] == task.separator
+        recalled = ids[row, 7:].tolist() + [int(targets[row, -1])]
+        assert recalled == listed[::-1]
+        for position in range(6, 12):  # the separator and the recall predict the listed symbols, last first
+            back = 6 - 1 - (position - 6)
+            assert targets[row, position] == listed[back] and distances[row, position] == position - back
+        assert bool((targets[row, :6] == IGNORED).all()) and bool((distances[row, :6] == 0).all())
+    assert sorted(set(distances[0, 6:].tolist())) == [1, 3, 5, 7, 9, 11] and task.largest_distance == 11
 
 
 def test_the_same_seed_gives_the_same_examples_and_an_untrained_model_is_near_chance():
-    task = RecallTask(keys=10, values=5, pairs=6)
+    task = RecallTask(items=6, symbols=5)
     first, second = task.batch(8, torch.Generator().manual_seed(3)), task.batch(8, torch.Generator().manual_seed(3))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     torch.manual_seed(0)
     model = RecurrentLM(RecurrentConfig(arch="gru", vocab_size=task.vocab_size, context_length=task.length, d_model=8, hidden_size=8))
-    distances, accuracy, loss = recall_accuracy(model, task, examples=3000)
-    assert distances == [2, 4, 6, 8, 10, 12]
-    assert max(accuracy) < 0.4 and loss > 1.4  # no better than guessing among the 5 values
+    distances, accuracy, loss = recall_accuracy(model, task, examples=3000, bins=3)
+    assert distances == [4, 7, 11] and distances[-1] == task.largest_distance
+    assert max(accuracy) < 0.4 and loss > 1.4  # no better than guessing among the 5 symbols
+
+
+def test_a_small_gpt_learns_to_recall_at_every_distance():
+    from lanterne.config import GPTConfig
+    from lanterne.transformer import GPT
+
+    task = RecallTask(items=8, symbols=8)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_dict(dict(vocab_size=task.vocab_size, context_length=task.length, d_model=32, n_heads=2,
+                                         n_layers=1, dropout=0.0, positions="learned")))
+    result = train_on_recall("gpt", model, task, steps=300, batch_size=32, learning_rate=3e-3, evaluation_examples=500)
+    assert result.steps == 300 and min(result.accuracy) > 0.9
 
 
 def test_training_reports_its_cost_and_stops_on_time():
-    task = RecallTask(keys=10, values=5, pairs=4)
+    task = RecallTask(items=4, symbols=5)
     torch.manual_seed(0)
     model = RecurrentLM(RecurrentConfig(arch="lstm", vocab_size=task.vocab_size, context_length=task.length, d_model=8, hidden_size=8))
     result = train_on_recall("lstm", model, task, steps=10_000, seconds=0.5, batch_size=16, evaluation_examples=500)

@@ -41,7 +41,7 @@ class CompareSettings:
     tokenizer: str = "char"
     out: str = "lanterne-compare"
     seed: int = 1337
-    recall: RecallTask = field(default_factory=lambda: RecallTask(keys=64, values=64, pairs=16))
+    recall: RecallTask = field(default_factory=lambda: RecallTask(items=32, symbols=16))
 
     def __post_init__(self) -> None:
         unknown = [arch for arch in self.archs if arch not in COMPARED]
@@ -134,9 +134,9 @@ def gpt_shape(parameters: int, vocab_size: int, context_length: int) -> dict:
     return shape(width)
 
 
-def recurrent_shape(arch: str, parameters: int, vocab_size: int, context_length: int) -> dict:
+def recurrent_shape(arch: str, parameters: int, vocab_size: int, context_length: int, d_model: int = 128) -> dict:
     """The recap model `arch` with about `parameters`: 2 layers (the MLP: a window of 8 tokens, one hidden layer)."""
-    d_model = 64 if arch == "mlp" else 128
+    d_model = min(d_model, 64) if arch == "mlp" else d_model
     layers = 1 if arch == "mlp" else 2
     window = 8 if arch == "mlp" else context_length
     hidden = matched_hidden_size(arch, parameters, vocab_size, d_model, layers, window)
@@ -225,14 +225,15 @@ def _train_recall(report: ModelReport, arch: str, settings: CompareSettings, not
 
     task = settings.recall
     torch.manual_seed(settings.seed)
-    gpt = GPTConfig.from_dict(dict(vocab_size=task.vocab_size, context_length=task.length, d_model=128, n_heads=4, n_layers=2,
-                                   dropout=0.0, bias=False, positions="rope"))
+    # GPT-2's shape (learned positions), 2 layers of width 64; the recurrent model of 2 layers matched to it.
+    gpt = GPTConfig.from_dict(dict(vocab_size=task.vocab_size, context_length=task.length, d_model=64, n_heads=4, n_layers=2,
+                                   dropout=0.0, bias=True, positions="learned"))
     if arch == "gpt":
         model = GPT(gpt)
     else:
-        shape = recurrent_shape(arch, GPT(gpt).num_parameters(), task.vocab_size, task.length)
+        shape = recurrent_shape(arch, GPT(gpt).num_parameters(), task.vocab_size, task.length, d_model=64)
         model = RecurrentLM(RecurrentConfig(arch=arch, **shape))
-    result = train_on_recall(arch, model, task, steps=10**9, batch_size=64, learning_rate=2e-3,
+    result = train_on_recall(arch, model, task, steps=10**9, batch_size=64, learning_rate=3e-3,
                              seconds=settings.recall_minutes * 60, seed=settings.seed)
     report.recall_parameters, report.recall_steps = result.parameters, result.steps
     report.recall_distances, report.recall_accuracy = result.distances, result.accuracy

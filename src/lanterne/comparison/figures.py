@@ -38,13 +38,13 @@ def draw_recall(report, lang: str = "en"):
         if model.recall_distances:
             axes.plot(model.recall_distances, [100 * a for a in model.recall_accuracy], marker="o",
                       label=f"{NAMES.get(model.arch, model.arch)} — {model.recall_parameters / 1e3:.0f}k")
-    values = report.settings["recall"]["values"]
-    axes.axhline(100 / values, color="grey", linestyle=":", label=say(lang, "hasard", "chance"))
+    symbols = report.settings["recall"]["symbols"]
+    axes.axhline(100 / symbols, color="grey", linestyle=":", label=say(lang, "hasard", "chance"))
     axes.set_ylim(0, 105)
-    axes.set_xlabel(say(lang, "distance de la valeur cherchée (tokens en arrière)", "distance of the needed value (tokens back)"))
+    axes.set_xlabel(say(lang, "distance du mot à redonner (tokens en arrière)", "distance of the word to give back (tokens back)"))
     axes.set_ylabel(say(lang, "réponses justes (%)", "correct answers (%)"))
-    axes.set_title(say(lang, "Rappel associatif : retrouver une valeur lue loin en arrière",
-                       "Associative recall: finding a value read far back"))
+    axes.set_title(say(lang, "Redonner une liste à l'envers : retrouver un mot lu loin en arrière",
+                       "Giving a list back, last first: finding a word read far back"))
     axes.grid(alpha=0.3)
     axes.legend()
     return figure

@@ -1,11 +1,13 @@
-"""Associative recall at a distance: can the model find, far back in its input, the value it needs?
+"""Recall at a distance: give back a list of words, the last first. How far back can the model reach?
 
-Each example lists `pairs` key–value pairs (distinct keys, random values), then a separator, then asks
-every key again in a shuffled order, each followed by its value. Listed values are random, so only the
-asked values can be predicted: the loss is taken there. The distance of an answer is how many tokens
-back its value was listed. A Transformer looks back at any position directly; a recurrent model must
-have carried every value in its state of fixed size the whole way — the lecture's "RNNs often forget
-distant words", measured. (The multi-query form of Zoology's MQAR: one answer per pair, not per example.)
+Each example is `items` random symbols, a separator, then the same symbols in reverse order: after the
+separator, the model must say the last symbol, then the one before it, and so on. Only that second half
+can be predicted, so the loss is taken there. The answer at the k-th step back was read 2k - 1 tokens
+earlier: its distance. A Transformer looks back at any position directly, whatever the distance; a
+recurrent model must have carried every symbol in its state of fixed size — the lecture's "RNNs often
+forget distant words", measured. (A copy task, as in "Repeat After Me", Jelassi et al. 2024. Zoology's
+associative recall was tried first: a 2-layer GPT trained for this command's few minutes on a CPU does
+not yet form the induction circuit it needs, and answers by elimination instead.)
 """
 
 from __future__ import annotations
@@ -21,50 +23,44 @@ IGNORED = -100  # cross-entropy's "no target here"
 
 @dataclass(frozen=True)
 class RecallTask:
-    """ids 0..keys-1 are keys, the next `values` ids are values, the last id separates list and questions."""
+    """Ids 0..symbols-1 are the symbols; the id `symbols` separates the list from its recall."""
 
-    keys: int = 64
-    values: int = 64
-    pairs: int = 16
+    items: int = 32
+    symbols: int = 16
 
     def __post_init__(self) -> None:
-        if not 1 <= self.pairs <= self.keys or self.values < 2:
-            raise ValueError(f"recall needs 1 <= pairs <= keys and at least 2 values, not {self}")
+        if self.items < 2 or self.symbols < 2:
+            raise ValueError(f"recall needs at least 2 items and 2 symbols, not {self}")
 
     @property
     def vocab_size(self) -> int:
-        return self.keys + self.values + 1
-
-    @property
-    def length(self) -> int:
-        """Tokens per example: the listed pairs, the separator, the asked pairs."""
-        return 4 * self.pairs + 1
+        return self.symbols + 1
 
     @property
     def separator(self) -> int:
-        return self.keys + self.values
+        return self.symbols
+
+    @property
+    def length(self) -> int:
+        """Input tokens per example: the list, the separator, the recall but its last symbol (nothing follows it)."""
+        return 2 * self.items
 
     @property
     def largest_distance(self) -> int:
-        return 4 * self.pairs - 2
+        return 2 * self.items - 1
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids (size, length); targets (size, length): the value at each asked key, IGNORED elsewhere;
-        distances (size, length): at each target, how many positions back its value was listed, else 0."""
-        P = self.pairs
-        keys = torch.argsort(torch.rand(size, self.keys, generator=generator), dim=1)[:, :P]  # (size, P) distinct per row
-        values = self.keys + torch.randint(0, self.values, (size, P), generator=generator)  # (size, P)
-        order = torch.argsort(torch.rand(size, P, generator=generator), dim=1)  # (size, P): which pair each question asks
-        ids = torch.empty(size, self.length, dtype=torch.long)
-        ids[:, 0 : 2 * P : 2], ids[:, 1 : 2 * P : 2] = keys, values
-        ids[:, 2 * P] = self.separator
-        ids[:, 2 * P + 1 :: 2] = keys.gather(1, order)
-        ids[:, 2 * P + 2 :: 2] = values.gather(1, order)
+        """ids (size, length); targets (size, length): the next recalled symbol after the separator, IGNORED
+        before it; distances (size, length): at each target, how many positions back it was listed, else 0."""
+        n = self.items
+        listed = torch.randint(0, self.symbols, (size, n), generator=generator)  # (size, n)
+        whole = torch.cat([listed, torch.full((size, 1), self.separator), listed.flip(1)], dim=1)  # (size, 2n + 1)
+        ids = whole[:, :-1]
         targets = torch.full_like(ids, IGNORED)
+        targets[:, n:] = whole[:, n + 1:]
         distances = torch.zeros_like(ids)
-        asked_at = 2 * P + 1 + 2 * torch.arange(P)  # (P,) positions of the asked keys: each predicts the next token
-        targets[:, asked_at] = values.gather(1, order)
-        distances[:, asked_at] = asked_at - (2 * order + 1)  # back to where that value was listed
+        # Position n + i predicts listed[n - 1 - i], read at position n - 1 - i: 2i + 1 tokens back.
+        distances[:, n:] = 2 * torch.arange(n) + 1
         return ids, targets, distances
 
 
