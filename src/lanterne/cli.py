@@ -514,14 +514,15 @@ def command_compare(args: argparse.Namespace) -> None:
         return
     from rich.table import Table
 
-    view = Table(title=f"{', '.join(settings.archs)} on {Path(settings.data).name}: same size, same time ({report.seconds / 60:.1f} min in all)")
-    for column in ("model", "parameters", "steps", "held-out loss", "bits/byte", f"loss at position 1 → {len(report.models[0].loss_by_position)}",
-                   "train tok/s", "generate tok/s", "recall: nearest → farthest"):
+    view = Table(title=f"{', '.join(settings.archs)} on {Path(settings.data).name}: same size, same time ({report.seconds / 60:.1f} min in all)",
+                 caption="loss: held-out, nats/token; bits/B: bits per byte; loss @1→N: at the window's first and last position")
+    for column in ("model", "params", "steps", "loss", "bits/B", f"loss @1→{len(report.models[0].loss_by_position)}",
+                   "train tok/s", "gen tok/s", "recall near→far"):
         view.add_column(column, justify="left" if column == "model" else "right")
     for model in report.models:
-        recall = f"{model.recall_accuracy[0]:.0%} → {model.recall_accuracy[-1]:.0%}" if model.recall_accuracy else "-"
-        view.add_row(model.arch, f"{model.parameters:,}", f"{model.steps:,}", f"{model.validation_loss:.3f}", f"{model.bits_per_byte:.3f}",
-                     f"{model.loss_by_position[0]:.2f} → {model.loss_by_position[-1]:.2f}", f"{model.train_tokens_per_second:,.0f}",
+        recall = f"{model.recall_accuracy[0]:.0%}→{model.recall_accuracy[-1]:.0%}" if model.recall_accuracy else "-"
+        view.add_row(model.arch, f"{model.parameters / 1e3:,.0f}k", f"{model.steps:,}", f"{model.validation_loss:.3f}", f"{model.bits_per_byte:.3f}",
+                     f"{model.loss_by_position[0]:.2f}→{model.loss_by_position[-1]:.2f}", f"{model.train_tokens_per_second:,.0f}",
                      f"{model.generate_tokens_per_second:,.0f}", recall)
     _console().print(view)
     print(f"figures and compare.json in {settings.out}/")

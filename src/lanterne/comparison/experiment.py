@@ -174,7 +174,7 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
         report = ModelReport(
             arch=arch, parameters=model.num_parameters(), steps=result.steps, train_seconds=round(train_seconds, 1),
             validation_loss=round(loss, 4), bits_per_byte=round(loss / math.log(2) / corpus.validation_bytes_per_token, 4),
-            loss_by_position=[round(value, 4) for value in loss_by_position(model, validation, window, windows=128, seed=settings.seed)],
+            loss_by_position=[round(value, 4) for value in loss_by_position(model, validation, window, windows=512, seed=settings.seed)],
             train_tokens_per_second=round(result.tokens_per_second, 1),
             generate_tokens_per_second=0.0, sample="",
         )
