@@ -88,3 +88,20 @@ def test_lanterne_compare_refuses_bad_input(tmp_path, capsys):
     assert "cannot read the budget" in capsys.readouterr().err
     assert main(["compare", "--data", str(data), "--archs", "gpt,xl"]) == 1
     assert "unknown architecture" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_comparison_on_shakespeare(tmp_path, capsys):
+    """The issue's run: `lanterne compare --data tinyshakespeare.txt` at its default budget (about 11 minutes)."""
+    from conftest import SHARED_DATA, shared_text
+
+    shared_text("tinyshakespeare.txt")  # skips where ../shared/data is absent
+    out = tmp_path / "compare"
+    assert main(["compare", "--data", str(SHARED_DATA / "tinyshakespeare.txt"), "--out", str(out)]) == 0
+    report = read_comparison(out)
+    gpt, lstm = report.model("gpt"), report.model("lstm")
+    assert abs(gpt.parameters - lstm.parameters) < 0.02 * gpt.parameters
+    # The recap's claim: at the largest distance the Transformer still recalls, the LSTM much less.
+    assert gpt.recall_accuracy[-1] > lstm.recall_accuracy[-1] + 0.3
+    for name in ("compare-position-fr", "compare-position-en", "compare-recall-fr", "compare-recall-en"):
+        assert_drawn_png(out / f"{name}.png")
