@@ -22,12 +22,9 @@ def draw_loss_by_position(report, lang: str = "en"):
         axes.plot(range(1, len(model.loss_by_position) + 1), model.loss_by_position,
                   label=f"{NAMES.get(model.arch, model.arch)} — {model.parameters / 1e3:.0f}k")
     axes.set_xscale("log")
-    axes.set_xlabel(say(lang, "position dans la fenêtre (tokens déjà lus)", "position in the window (tokens already read)"))
-    axes.set_ylabel(say(lang, "perte (nats par token)", "loss (nats per token)"))
-    axes.set_title(say(lang, "Qui se sert des tokens lointains ? La perte selon la position",
-                       "Who uses distant tokens? Loss by position in the window"))
-    axes.grid(alpha=0.3)
-    axes.legend()
+    _label(axes, say(lang, "position dans la fenêtre (tokens déjà lus)", "position in the window (tokens already read)"),
+           say(lang, "perte (nats par token)", "loss (nats per token)"),
+           say(lang, "Qui se sert des tokens lointains ? La perte selon la position", "Who uses distant tokens? Loss by position in the window"))
     return figure
 
 
@@ -41,13 +38,19 @@ def draw_recall(report, lang: str = "en"):
     symbols = report.settings["recall"]["symbols"]
     axes.axhline(100 / symbols, color="grey", linestyle=":", label=say(lang, "hasard", "chance"))
     axes.set_ylim(0, 105)
-    axes.set_xlabel(say(lang, "distance du mot à redonner (tokens en arrière)", "distance of the word to give back (tokens back)"))
-    axes.set_ylabel(say(lang, "réponses justes (%)", "correct answers (%)"))
-    axes.set_title(say(lang, "Redonner une liste à l'envers : retrouver un mot lu loin en arrière",
-                       "Giving a list back, last first: finding a word read far back"))
+    _label(axes, say(lang, "distance du mot à redonner (tokens en arrière)", "distance of the word to give back (tokens back)"),
+           say(lang, "réponses justes (%)", "correct answers (%)"),
+           say(lang, "Redonner une liste à l'envers : retrouver un mot lu loin en arrière",
+               "Giving a list back, last first: finding a word read far back"))
+    return figure
+
+
+def _label(axes, x_label: str, y_label: str, title: str) -> None:
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    return figure
 
 
 def save_comparison(report, out: Path) -> list[Path]:
