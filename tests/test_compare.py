@@ -101,7 +101,8 @@ def test_the_default_comparison_on_shakespeare(tmp_path, capsys):
     report = read_comparison(out)
     gpt, lstm = report.model("gpt"), report.model("lstm")
     assert abs(gpt.parameters - lstm.parameters) < 0.02 * gpt.parameters
-    # The recap's claim: at the largest distance the Transformer still recalls, the LSTM much less.
-    assert gpt.recall_accuracy[-1] > lstm.recall_accuracy[-1] + 0.3
+    # The recap's claim: at the largest distance the Transformer still recalls, the LSTM much less
+    # (measured for the release: 100% against 69%).
+    assert gpt.recall_accuracy[-1] > 0.95 and gpt.recall_accuracy[-1] > lstm.recall_accuracy[-1] + 0.15
     for name in ("compare-position-fr", "compare-position-en", "compare-recall-fr", "compare-recall-en"):
         assert_drawn_png(out / f"{name}.png")
