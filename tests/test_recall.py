@@ -78,7 +78,8 @@ def test_loss_by_position_averages_the_windows_cross_entropy():
 def test_bits_per_byte_and_matched_sizes():
     import math
 
-    from lanterne.comparison.measures import bits_per_byte, matched_hidden_size
+    from lanterne.comparison.measures import matched_hidden_size
+    from lanterne.evaluation import bits_per_byte
 
     assert bits_per_byte(math.log(2), tokens=100, text_bytes=100) == pytest.approx(1.0)
     assert bits_per_byte(math.log(256), tokens=1, text_bytes=1) == pytest.approx(8.0)

@@ -102,7 +102,12 @@ def _by_length(starts: list[int], context: int, size: int) -> list[list[tuple[in
     return [[w for w in windows if w[1] == length] for length in sorted({w[1] for w in windows}, reverse=True)]
 
 
+def bits_per_byte(loss_nats_per_token: float, tokens: int, text_bytes: int) -> float:
+    """Bits needed per byte of text: the loss per token, times tokens per byte, in base 2 (compares tokenizers)."""
+    return loss_nats_per_token * tokens / text_bytes / math.log(2)
+
+
 def _as_score(name: str, total: float, count: int, text_bytes: int) -> HeldOutScore:
     loss = total / count
     return HeldOutScore(name, count, text_bytes, round(loss, 4), round(math.exp(min(loss, 50)), 3),
-                        round(total / math.log(2) / text_bytes, 4))
+                        round(bits_per_byte(loss, count, text_bytes), 4))

@@ -8,7 +8,6 @@ the associative-recall task by distance (`recall.py`).
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import warnings
@@ -19,9 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lanterne.comparison.measures import bits_per_byte, loss_by_position, matched_hidden_size
+from lanterne.comparison.measures import loss_by_position, matched_hidden_size
 from lanterne.comparison.recall import RecallTask, train_on_recall
 from lanterne.errors import ConfigError
+from lanterne.evaluation import bits_per_byte
 from lanterne.recurrent import ARCHITECTURES
 
 COMPARED = ("gpt", *ARCHITECTURES)
@@ -173,7 +173,7 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
         loss = result.full_validation_loss
         report = ModelReport(
             arch=arch, parameters=model.num_parameters(), steps=result.steps, train_seconds=round(train_seconds, 1),
-            validation_loss=round(loss, 4), bits_per_byte=round(loss / math.log(2) / corpus.validation_bytes_per_token, 4),
+            validation_loss=round(loss, 4), bits_per_byte=round(bits_per_byte(loss, corpus.meta["validation_tokens"], corpus.meta["validation_bytes"]), 4),
             loss_by_position=[round(value, 4) for value in loss_by_position(model, validation, window, windows=512, seed=settings.seed)],
             train_tokens_per_second=round(result.tokens_per_second, 1),
             generate_tokens_per_second=0.0, sample="",

@@ -3,14 +3,12 @@
 - `loss_by_position`: the mean loss at each position of a window read from its start. Position 0
   sees one token; the last position sees the whole window. A model that uses distant tokens keeps
   improving along the window; one that forgets them flattens out early.
-- `bits_per_byte`: the loss per token turned into bits per byte of UTF-8 text, so that models with
-  different tokenizers compare.
+- bits per byte (`lanterne.evaluation.bits_per_byte`): the loss per token turned into bits per byte of UTF-8
+  text, so that models with different tokenizers compare.
 - `matched_hidden_size`: the recurrent model whose parameter count is closest to a budget.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch.nn import functional as F
@@ -34,11 +32,6 @@ def loss_by_position(model, tokens: torch.Tensor, window: int, windows: int = 64
         losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (batch, window)
         totals += losses.sum(dim=0).double()
     return (totals / windows).tolist()
-
-
-def bits_per_byte(loss_nats_per_token: float, tokens: int, text_bytes: int) -> float:
-    """Bits needed per byte of text: the loss per token, times tokens per byte, in base 2."""
-    return loss_nats_per_token * tokens / text_bytes / math.log(2)
 
 
 def matched_hidden_size(arch: str, parameters: int, vocab_size: int, d_model: int, n_layers: int = 1, context_length: int = 64) -> int:

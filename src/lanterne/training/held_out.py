@@ -43,7 +43,7 @@ def split_each_document(
         )
     decode_bytes = getattr(tokenizer, "decode_bytes", None)
 
-    def text_bytes(part: slice) -> int:
+    def text_bytes(part: slice, ids: np.ndarray = ids) -> int:
         piece = np.asarray(ids[part])
         if break_id is not None:
             piece = piece[piece != break_id]  # a break id stands for no text, as in a single file's split
