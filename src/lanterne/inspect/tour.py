@@ -211,9 +211,10 @@ def _context_length(context: _Context) -> Section:
              "it fits in the context" if view.fits else f"too long: the first {view.dropped_tokens} tokens would be cut"),
     ]
     for row in view.rows:
-        measured = f"{row.pages_measured:,.0f}" if row.pages_measured is not None else "—"
-        lines.append(_say(context, f"{row.name:>22} : {row.context_tokens:>9,} tokens ≈ {row.pages_rule_of_thumb:,.0f} pages (diapo), {measured} (mesuré)",
-                          f"{row.name:>22}: {row.context_tokens:>9,} tokens ≈ {row.pages_rule_of_thumb:,.0f} pages (slide), {measured} (measured)"))
+        measured = _page_count(row.pages_measured) if row.pages_measured is not None else "—"
+        slide = _page_count(row.pages_rule_of_thumb)
+        lines.append(_say(context, f"{row.name:>22} : {row.context_tokens:>9,} tokens ≈ {slide} pages (diapo), {measured} (mesuré)",
+                          f"{row.name:>22}: {row.context_tokens:>9,} tokens ≈ {slide} pages (slide), {measured} (measured)"))
     if view.cost:
         first, last = view.cost[0], view.cost[-1]
         lines.append(_say(context, f"coût mesuré : {first.length} tokens en {first.ms:.0f} ms → {last.length} tokens en {last.ms:.0f} ms",
@@ -222,6 +223,11 @@ def _context_length(context: _Context) -> Section:
     if view.cost:
         figures += context.save(context_slide.draw_context_cost(view, context.lang), "context-cost")
     return Section("context", _say(context, "7. Longueur de contexte", "7. Context length"), lines, view.as_dict(), figures)
+
+
+def _page_count(pages: float) -> str:
+    """Whole pages, or one decimal below ten (a small model's context holds less than a page)."""
+    return f"{pages:,.0f}" if pages >= 10 else f"{pages:.1f}"
 
 
 def _temperature(context: _Context) -> Section:
