@@ -505,8 +505,6 @@ def command_compare(args: argparse.Namespace) -> None:
         data=args.data, archs=tuple(arch.strip() for arch in args.archs.split(",") if arch.strip()), out=args.out,
         **({"recall_minutes": args.recall_minutes} if args.recall_minutes is not None else {}), **budget,
     )
-    if not Path(settings.data).exists():
-        raise InputFileError(f"corpus file not found: {settings.data} (check the path)")
     note = (lambda message: None) if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
     report = run_comparison(settings, note)
     if args.json:

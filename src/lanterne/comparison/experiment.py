@@ -119,18 +119,11 @@ def read_comparison(folder: str | Path) -> ComparisonReport | None:
 
 def gpt_shape(parameters: int, vocab_size: int, context_length: int) -> dict:
     """A GPT of 4 layers whose width gives about `parameters` (a multiple of 32: 4 heads of 8+)."""
-    from lanterne.config import GPTConfig
-    from lanterne.transformer import GPT
-
     def shape(width: int) -> dict:
         return dict(vocab_size=vocab_size, context_length=context_length, d_model=width, n_heads=4, n_layers=4,
                     dropout=0.0, bias=False, activation="gelu")
 
-    def count(width: int) -> int:
-        with torch.device("meta"):
-            return GPT(GPTConfig.from_dict(shape(width))).num_parameters()
-
-    width = min(range(32, 2049, 32), key=lambda w: abs(count(w) - parameters))
+    width = min(range(32, 2049, 32), key=lambda w: abs(_count("gpt", shape(w)) - parameters))
     return shape(width)
 
 
@@ -154,9 +147,11 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
     corpus = prepare_corpus(settings.data, settings.tokenizer, show_progress=False)
     vocab_size = corpus.tokenizer.vocab_size
     gpt = gpt_shape(settings.parameters, vocab_size, settings.context_length)
+    gpt_parameters = _count("gpt", gpt)
+    validation = torch.from_numpy(np.asarray(corpus.validation, dtype=np.int64))
     reports = []
     for arch in settings.archs:
-        shape = gpt if arch == "gpt" else recurrent_shape(arch, _count("gpt", gpt), vocab_size, settings.context_length)
+        shape = gpt if arch == "gpt" else recurrent_shape(arch, gpt_parameters, vocab_size, settings.context_length)
         note(f"{arch}: {_count(arch, shape):,} parameters, training {settings.minutes:g} min on {Path(settings.data).name}")
         config = TrainingConfig(
             data=settings.data, tokenizer=settings.tokenizer, out=str(out / "runs" / arch), arch=arch, model=shape,
@@ -168,13 +163,11 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
         result = train(config)
         train_seconds = time.perf_counter() - train_started  # with the final evaluation and the checkpoint
         model, tokenizer = load(result.run_folder)
-        validation = torch.from_numpy(np.asarray(corpus.validation, dtype=np.int64))
-        window = settings.context_length
         loss = result.full_validation_loss
         report = ModelReport(
             arch=arch, parameters=model.num_parameters(), steps=result.steps, train_seconds=round(train_seconds, 1),
             validation_loss=round(loss, 4), bits_per_byte=round(bits_per_byte(loss, corpus.meta["validation_tokens"], corpus.meta["validation_bytes"]), 4),
-            loss_by_position=[round(value, 4) for value in loss_by_position(model, validation, window, windows=512, seed=settings.seed)],
+            loss_by_position=[round(value, 4) for value in loss_by_position(model, validation, settings.context_length, windows=512, seed=settings.seed)],
             train_tokens_per_second=round(result.tokens_per_second, 1),
             generate_tokens_per_second=0.0, sample="",
         )
@@ -242,8 +235,7 @@ def _train_recall(report: ModelReport, arch: str, settings: CompareSettings, not
 
 
 def _settings_dict(settings: CompareSettings, gpt_shape_used: dict) -> dict:
-    settings_dict = asdict(settings)
-    settings_dict["recall"] = asdict(settings.recall)
+    settings_dict = asdict(settings)  # the recall task too, as a dict
     settings_dict["gpt_shape"] = gpt_shape_used
     settings_dict["archs"] = list(settings.archs)
     return settings_dict

@@ -50,14 +50,15 @@ def split_each_document(
         return len(decode_bytes(piece.tolist()) if decode_bytes else tokenizer.decode(piece.tolist()).encode("utf-8"))
 
     reordered = path.with_name(path.name + ".split")
-    train_parts, validation_parts, where = [], [], []
+    train_parts, validation_parts, where, offset = [], [], [], 0
     for index, ((start, end), count) in enumerate(zip(documents, held)):
         separator = [slice(*breaks[index])] if index < len(breaks) else []
         train_parts += [slice(start, end - count)] + separator
-        offset = sum(part.stop - part.start for part in validation_parts)
         where.append({"name": names[index], "start": offset, "tokens": count, "bytes": text_bytes(slice(end - count, end))})
         validation_parts += [slice(end - count, end)] + separator
-    validation_bytes = sum(text_bytes(part) for part in validation_parts)
+        offset += sum(part.stop - part.start for part in validation_parts[-1 - len(separator):])
+    # The tails' bytes are counted above; only the separators between them are left (none for a break id).
+    validation_bytes = sum(document["bytes"] for document in where) + sum(text_bytes(slice(*pair)) for pair in breaks)
     with open(reordered, "wb") as out:
         for part in train_parts + validation_parts:
             out.write(np.asarray(ids[part]).tobytes())
