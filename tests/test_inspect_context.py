@@ -100,7 +100,7 @@ def test_empty_text_is_refused(model, letters):
 
 @pytest.mark.slow
 def test_the_listed_context_lengths_are_the_files_own(tmp_path):
-    """The named models' context lengths, kept in their listing, against their GGUF headers."""
+    """The named models' context lengths, kept in their listing, against their files (GGUF header or config.json)."""
     from lanterne.interop.gguf import open_gguf, read_metadata
     from lanterne.models import NAMED_MODELS, is_installed, model_file
 
@@ -108,8 +108,13 @@ def test_the_listed_context_lengths_are_the_files_own(tmp_path):
     for name, listing in NAMED_MODELS.items():
         if not is_installed(name):
             continue
-        metadata = read_metadata(open_gguf(model_file(name, tmp_path)))
-        assert metadata[f"{metadata['general.architecture']}.context_length"] == listing.context_length
+        path = model_file(name, tmp_path)
+        if path.is_dir():  # the bundled model: a Lanterne folder, whose config.json says its context
+            file_says = json.loads((path / "config.json").read_text())["context_length"]
+        else:
+            metadata = read_metadata(open_gguf(path))
+            file_says = metadata[f"{metadata['general.architecture']}.context_length"]
+        assert file_says == listing.context_length
         assert installed_context_lengths()[name] == listing.context_length
         checked += 1
     if not checked:
