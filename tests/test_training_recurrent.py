@@ -171,6 +171,21 @@ def test_what_a_recap_model_cannot_do_is_refused_in_one_line(corpus, tmp_path, c
     assert not (tmp_path / "run").exists(), "refused before anything is written"
 
 
+def test_auto_number_format_trains_a_recurrent_model_in_fp32_on_a_bf16_cpu(corpus, tmp_path, monkeypatch):
+    """bf16 autocast breaks PyTorch's CPU LSTM: 'auto' then picks fp32; asking for bf16 is refused in one line."""
+    from lanterne.training import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    def config(out: str, dtype: str) -> TrainingConfig:
+        return TrainingConfig(data=str(corpus), out=str(tmp_path / out), arch="lstm", device="cpu", dtype=dtype, max_steps=2,
+                              batch_size=4, eval_interval=2, eval_batches=1, sample_tokens=4, progress=False,
+                              model={"context_length": 16, "d_model": 16, "hidden_size": 32})
+
+    assert train(config("auto", "auto")).steps == 2
+    with pytest.raises(ConfigError, match="fail under bf16 autocast; train it with --set dtype=float32"):
+        train(config("asked", "bfloat16"))
+
+
 def test_settings_follow_the_arch():
     training, model = settings_from(["hidden_size=64", "dropout=0.1", "learning_rate=0.003"], arch="lstm")
     assert model == {"hidden_size": 64, "dropout": 0.1} and training == {"learning_rate": 0.003}

@@ -158,6 +158,7 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
             batch_size=32, max_steps=10**9, max_seconds=settings.minutes * 60, learning_rate=2e-3, min_learning_rate=2e-3,
             warmup_steps=50, eval_interval=10**9, eval_batches=8, final_eval_tokens=50_000, keep_checkpoints=1,
             seed=settings.seed, overwrite=True, progress=False, sample_tokens=64,
+            dtype="float32",  # the same arithmetic for every model, on every CPU (bf16 autocast fails for CPU LSTMs)
         )
         train_started = time.perf_counter()
         result = train(config)

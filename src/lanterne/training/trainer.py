@@ -238,7 +238,9 @@ class Trainer:
         )
         check_enough_tokens(corpus, model_config.context_length, config.batch_size)
         if arch in ("rnn", "gru", "lstm") and self.dtype == torch.bfloat16 and self.device.type == "cpu":
-            raise ConfigError(f"PyTorch's CPU {arch.upper()} kernels fail under bf16 autocast; train it with --set dtype=float32")
+            if config.dtype != "auto":
+                raise ConfigError(f"PyTorch's CPU {arch.upper()} kernels fail under bf16 autocast; train it with --set dtype=float32")
+            self.dtype = torch.float32  # 'auto' picks what works: fp32 for the recap's recurrent layers on a CPU
         # Truncated backpropagation through time: the recap's models read the text as streams, their state carried.
         token_streams = streams.TokenStreams(corpus.train, config.batch_size, model_config.context_length) if architectures.is_recurrent(arch) else None
 
