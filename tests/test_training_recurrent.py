@@ -176,6 +176,7 @@ def test_auto_number_format_trains_a_recurrent_model_in_fp32_on_a_bf16_cpu(corpu
     from lanterne.training import hardware
 
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+
     def config(out: str, dtype: str) -> TrainingConfig:
         return TrainingConfig(data=str(corpus), out=str(tmp_path / out), arch="lstm", device="cpu", dtype=dtype, max_steps=2,
                               batch_size=4, eval_interval=2, eval_batches=1, sample_tokens=4, progress=False,
