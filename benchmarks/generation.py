@@ -25,13 +25,13 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 
 import torch  # noqa: E402
 
-from lanterne.config import GPTConfig  # noqa: E402
-from lanterne.fast_decoding import disable_fast_decoding, enable_fast_decoding  # noqa: E402
+from lanterne.model.config import GPTConfig  # noqa: E402
+from lanterne.generation.fast_decoding import disable_fast_decoding, enable_fast_decoding  # noqa: E402
 from lanterne.files import atomic_path, atomic_write_text  # noqa: E402
 from lanterne.generation import generate_ids  # noqa: E402
 from lanterne.inspect.cost import PeakMemory, best_of, forward_cost_at, synchronize  # noqa: E402
-from lanterne.sampling import SamplingSettings  # noqa: E402
-from lanterne.transformer import GPT  # noqa: E402
+from lanterne.generation.sampling import SamplingSettings  # noqa: E402
+from lanterne.model.transformer import GPT  # noqa: E402
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 128

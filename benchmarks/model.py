@@ -24,9 +24,9 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 
 import torch  # noqa: E402
 
-from lanterne.config import GPTConfig  # noqa: E402
+from lanterne.model.config import GPTConfig  # noqa: E402
 from lanterne.files import atomic_write_text  # noqa: E402
-from lanterne.transformer import GPT  # noqa: E402
+from lanterne.model.transformer import GPT  # noqa: E402
 
 GOAL_RATIO = 1.0  # ours / HF tokens per second, on CPU
 

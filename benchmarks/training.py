@@ -25,13 +25,13 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 
 import torch  # noqa: E402
 
-from lanterne.config import GPTConfig  # noqa: E402
+from lanterne.model.config import GPTConfig  # noqa: E402
 from lanterne.errors import LanterneError  # noqa: E402
 from lanterne.files import atomic_write_text  # noqa: E402
 from lanterne.training.data import prepare_corpus, sample_windows  # noqa: E402
 from lanterne.training.hardware import cpu_has_bf16, matmul_peak_flops  # noqa: E402
 from lanterne.training.schedule import learning_rate_at, make_optimizer  # noqa: E402
-from lanterne.transformer import GPT  # noqa: E402
+from lanterne.model.transformer import GPT  # noqa: E402
 
 GOAL_SPEEDUP = 1.5
 SETUPS = {

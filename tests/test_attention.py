@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from lanterne.attention import CausalSelfAttention, KVCache, attention_step_by_step, causal_mask
-from lanterne.config import GPTConfig
+from lanterne.generation.cache import KVCache
+from lanterne.model.attention import CausalSelfAttention, attention_step_by_step, causal_mask
+from lanterne.model.config import GPTConfig
 
 CONFIG = GPTConfig(vocab_size=50, context_length=32, d_model=48, n_heads=6, n_layers=2)
 

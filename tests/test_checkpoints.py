@@ -9,10 +9,10 @@ import torch
 
 import lanterne
 from lanterne.checkpoints import load_model
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, DownloadError
 from lanterne.tokenization import CharTokenizer
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 CONFIG = GPTConfig(vocab_size=40, context_length=16, d_model=24, n_heads=3, n_layers=2, activation="relu")
 

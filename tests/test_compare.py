@@ -28,9 +28,9 @@ def test_budgets_read_as_minutes_or_parameters():
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn", "mlp"])
 def test_the_recurrent_model_matches_the_gpts_size(arch):
-    from lanterne.config import GPTConfig
+    from lanterne.model.config import GPTConfig
     from lanterne.recurrent import RecurrentConfig, RecurrentLM
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     gpt = GPT(GPTConfig.from_dict(gpt_shape(800_000, 65, 128))).num_parameters()
     assert abs(gpt - 800_000) < 0.1 * 800_000

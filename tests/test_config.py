@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lanterne.config import PRESETS, GPTConfig
+from lanterne.model.config import PRESETS, GPTConfig
 from lanterne.errors import ConfigError
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 
 def test_feedforward_defaults_to_four_times_d_model():

@@ -10,12 +10,12 @@ import torch
 from torch.nn import functional as F
 
 from lanterne.cli import main
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.evaluation import evaluate_held_out
 from lanterne.recurrent import RecurrentConfig, RecurrentLM
 from lanterne.tokenization import CharTokenizer
 from lanterne.training.data import prepare_corpus
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 FRENCH = "Le soleil se lève à l'est et se couche à l'ouest. " * 30
 ENGLISH = "The sun rises in the east and sets in the west. " * 40

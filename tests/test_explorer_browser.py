@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.inspect.recording import record
-from lanterne.sampling import entropy, next_token_distribution
+from lanterne.generation.sampling import entropy, next_token_distribution
 from lanterne.server.app import create_app
 from lanterne.tokenization import train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

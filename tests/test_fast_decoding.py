@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lanterne import fast_decoding
-from lanterne.config import GPTConfig
-from lanterne.fast_decoding import DecodingLinear, disable_fast_decoding, enable_fast_decoding
+from lanterne.generation import fast_decoding
+from lanterne.model.config import GPTConfig
+from lanterne.generation.fast_decoding import DecodingLinear, disable_fast_decoding, enable_fast_decoding
 from lanterne.generation import generate_ids
-from lanterne.sampling import SamplingSettings
-from lanterne.transformer import GPT
+from lanterne.generation.sampling import SamplingSettings
+from lanterne.model.transformer import GPT
 
 
 @pytest.mark.slow

@@ -7,12 +7,12 @@ import warnings
 import pytest
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import GenerationError
 from lanterne.generation import ContextWarning, generate, generate_ids, stream
-from lanterne.sampling import SamplingSettings
+from lanterne.generation.sampling import SamplingSettings
 from lanterne.tokenization import CharTokenizer, train_bpe
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 transformers = pytest.importorskip("transformers")
 GREEDY = SamplingSettings(temperature=0)

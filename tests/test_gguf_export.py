@@ -14,12 +14,12 @@ import torch
 
 import lanterne
 from lanterne.cli import main
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError
 from lanterne.interop.gguf_writer import save_gguf
 from lanterne.tokenization import train
 from lanterne.tokenization.bpe_merges import explain_merges, merges_from_ranks
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")

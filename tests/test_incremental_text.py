@@ -8,14 +8,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import GenerationError
-from lanterne.generation import _cut_at_stop, generate, stream
-from lanterne.incremental_text import CONTEXT_TOKENS, MAX_UNSETTLED_TOKENS, IncrementalText, StopStrings
+from lanterne.generation import generate, stream
+from lanterne.generation.loop import _cut_at_stop
+from lanterne.generation.incremental_text import CONTEXT_TOKENS, MAX_UNSETTLED_TOKENS, IncrementalText, StopStrings
 from lanterne.tokenization import CharTokenizer, WordTokenizer, train_bpe
 from lanterne.tokenization.sentencepiece import SentencePieceBPE
 from lanterne.tokenization.wordpiece import WordPieceTokenizer
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 TEXT = "le petit chat dort sur le tapis. the cat sleeps on the mat! déjà vu, naïve café 🙂 " * 4
 BPE = train_bpe(TEXT, 300)

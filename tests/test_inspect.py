@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import ModelInputError
 from lanterne.inspect import attention, drawing, embeddings, feedforward, logit_lens, next_word
 from lanterne.inspect.recording import record
 from lanterne.tokenization import train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 TEXT = (
     "Le soleil se lève à l'est et se couche à l'ouest. Le roi et la reine, l'homme et la femme. "

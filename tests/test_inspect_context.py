@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_drawn
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import ModelInputError
 from lanterne.inspect import cost
 from lanterne.inspect.context import (
@@ -26,7 +26,7 @@ from lanterne.inspect.context import (
     measure_forward_costs,
 )
 from lanterne.tokenization import CharTokenizer, train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 CORPUS = "le petit chat dort sur le tapis. the little cat sleeps on the mat! " * 6
 CONTEXT = 64

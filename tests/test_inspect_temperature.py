@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_drawn
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import ModelInputError
 from lanterne.generation import generate
 from lanterne.inspect.temperature import (
@@ -22,7 +22,7 @@ from lanterne.inspect.temperature import (
     temperature_view,
 )
 from lanterne.tokenization import CharTokenizer
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 LETTERS = CharTokenizer.train("abcdefghij")  # ids 0..9 are a..j, 10 is <unk>
 LOGITS = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0, -4.0, -5.0])

@@ -8,7 +8,7 @@ import torch
 import lanterne
 from lanterne.errors import CheckpointError
 from lanterne.interop.huggingface import save_huggingface_gpt2
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 transformers = pytest.importorskip("transformers")
 

@@ -37,8 +37,8 @@ def test_the_same_seed_gives_the_same_examples_and_an_untrained_model_is_near_ch
 
 
 def test_a_small_gpt_learns_to_recall_at_every_distance():
-    from lanterne.config import GPTConfig
-    from lanterne.transformer import GPT
+    from lanterne.model.config import GPTConfig
+    from lanterne.model.transformer import GPT
 
     task = RecallTask(items=8, symbols=8)
     torch.manual_seed(0)

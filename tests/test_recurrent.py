@@ -10,7 +10,7 @@ import lanterne
 from lanterne.errors import ConfigError, ModelInputError
 from lanterne.generation import generate, generate_ids
 from lanterne.recurrent import ARCHITECTURES, RecurrentConfig, RecurrentLM
-from lanterne.sampling import SamplingSettings
+from lanterne.generation.sampling import SamplingSettings
 from lanterne.tokenization import train
 
 TEXT = "Le soleil se lève à l'est et se couche à l'ouest. The sun rises in the east and sets in the west. " * 10

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanterne.errors import GenerationError
-from lanterne.sampling import SamplingSettings, apply_repetition_penalty, choose_next_token, entropy, next_token_distribution
+from lanterne.generation.sampling import SamplingSettings, apply_repetition_penalty, choose_next_token, entropy, next_token_distribution
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0])
 

@@ -17,12 +17,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from lanterne.chat import chat_text
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.generation import generate
 from lanterne.server.app import create_app
 from lanterne.server.limits import Limits
 from lanterne.tokenization import train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 NAME = "tiny-llama"
 TEXT = "le petit chat dort sur le tapis. the cat sleeps on the mat! " * 8

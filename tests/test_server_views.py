@@ -16,17 +16,17 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.inspect import embeddings, logit_lens, next_word
 from lanterne.inspect.recording import record
 from lanterne.inspect.tokens import tokenization_view
-from lanterne.sampling import entropy, next_token_distribution
+from lanterne.generation.sampling import entropy, next_token_distribution
 from lanterne.server.app import create_app
 from lanterne.server.limits import Limits
 from lanterne.inspect.next_word import SLIDER_TEMPERATURES
 from lanterne.server.views import FIGURES
 from lanterne.tokenization import train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 TEXT = (
     "Le soleil se lève à l'est et se couche à l'ouest. Le roi et la reine, l'homme et la femme, le chat et le chien. "

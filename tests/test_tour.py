@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from lanterne.cli import main
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.inspect.language import detect_language
 from lanterne.inspect.tour import SECTIONS, run_tour
 from lanterne.tokenization import train
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 TEXT = (
     "Le soleil se lève à l'est et se couche à l'ouest. Le roi et la reine, l'homme et la femme, le chat et le chien. "

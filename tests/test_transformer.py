@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lanterne.config import GPTConfig
-from lanterne.embedding import Embeddings
+from lanterne.model.config import GPTConfig
+from lanterne.model.embedding import Embeddings
 from lanterne.errors import ModelInputError
-from lanterne.feedforward import FeedForward
-from lanterne.transformer import GPT
+from lanterne.model.feedforward import FeedForward
+from lanterne.model.transformer import GPT
 
 CONFIG = GPTConfig(vocab_size=97, context_length=24, d_model=32, n_heads=4, n_layers=2)
 
@@ -141,7 +141,7 @@ def test_cache_overflow_is_a_clear_error(model):
 
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_bf16_products_of_many_rows_are_computed_in_fp32_where_the_cpu_lacks_bf16(has_bf16, monkeypatch):
-    from lanterne import linear
+    from lanterne.model import linear
 
     monkeypatch.setattr(linear, "cpu_has_bf16_arithmetic", lambda: has_bf16)
     torch.manual_seed(0)

@@ -12,11 +12,11 @@ __all__ = ["GPT", "GPTConfig", "LanterneError", "load", "__version__"]
 def __getattr__(name: str):
     # PyTorch takes seconds to import: only the parts that need it pull it in.
     if name == "GPT":
-        from lanterne.transformer import GPT
+        from lanterne.model.transformer import GPT
 
         return GPT
     if name == "GPTConfig":
-        from lanterne.config import GPTConfig
+        from lanterne.model.config import GPTConfig
 
         return GPTConfig
     if name == "load":

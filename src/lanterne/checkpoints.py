@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, DownloadError, LanterneError
 
 from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
@@ -97,7 +97,7 @@ def _read_config(folder: Path) -> dict:
 
 def load_model(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None):
     """A GPT from a Lanterne folder, a HuggingFace GPT-2 folder, or a Hub name ('gpt2')."""
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     folder = resolve_folder(name_or_folder)
     data = _read_config(folder)

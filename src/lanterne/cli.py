@@ -389,7 +389,7 @@ def command_generate(args: argparse.Namespace) -> None:
 
     model, tokenizer = _load_model(args)
     if args.compile:
-        from lanterne.fast_decoding import enable_fast_decoding
+        from lanterne.generation.fast_decoding import enable_fast_decoding
 
         enable_fast_decoding(model)
     options = _sampling_options(args)

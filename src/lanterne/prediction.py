@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from lanterne.generation import context_limit, encode_prompt, fit_prompt
-from lanterne.sampling import entropy, next_token_distribution
+from lanterne.generation.sampling import entropy, next_token_distribution
 
 
 @dataclass

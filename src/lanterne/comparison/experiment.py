@@ -185,9 +185,9 @@ def run_comparison(settings: CompareSettings, note: Callable[[str], None] = lamb
 
 
 def _count(arch: str, shape: dict) -> int:
-    from lanterne.config import GPTConfig
+    from lanterne.model.config import GPTConfig
     from lanterne.recurrent import RecurrentConfig, RecurrentLM
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     with torch.device("meta"):
         model = GPT(GPTConfig.from_dict(shape)) if arch == "gpt" else RecurrentLM(RecurrentConfig(arch=arch, **shape))
@@ -198,7 +198,7 @@ def _count(arch: str, shape: dict) -> int:
 def _generation_speed(model, tokenizer, prompt: list[int], new_tokens: int = 200) -> tuple[float, str]:
     """Tokens per second generating `new_tokens` greedily after `prompt` (one sequence), and the text."""
     from lanterne.generation import ContextWarning, generate_ids
-    from lanterne.sampling import SamplingSettings
+    from lanterne.generation.sampling import SamplingSettings
 
     greedy = SamplingSettings(temperature=0.0)
     with warnings.catch_warnings():
@@ -213,9 +213,9 @@ def _generation_speed(model, tokenizer, prompt: list[int], new_tokens: int = 200
 
 def _train_recall(report: ModelReport, arch: str, settings: CompareSettings, note: Callable[[str], None]) -> None:
     """Train a fresh model of `arch` on the recall task for settings.recall_minutes; note its accuracy by distance."""
-    from lanterne.config import GPTConfig
+    from lanterne.model.config import GPTConfig
     from lanterne.recurrent import RecurrentConfig, RecurrentLM
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     task = settings.recall
     torch.manual_seed(settings.seed)

@@ -18,7 +18,7 @@ from lanterne.generation import ContextWarning, generate
 from lanterne.inspect.context import number_text
 from lanterne.inspect.drawing import check_language, new_figure, say, token_label
 from lanterne.inspect.recording import encode_text
-from lanterne.sampling import SamplingSettings, entropy, filter_logits, next_token_distribution
+from lanterne.generation.sampling import SamplingSettings, entropy, filter_logits, next_token_distribution
 
 CURVE_TEMPERATURES = tuple(round(0.05 * step, 2) for step in range(1, 41))  # 0.05, 0.10, ..., 2.00
 SAMPLE_TEMPERATURES = (0.2, 0.8, 1.5)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, LanterneError
 from lanterne.files import atomic_path, atomic_write_text
 
@@ -54,6 +54,9 @@ class GGUFContents:
     config: GPTConfig
     tensors: dict[str, torch.Tensor]  # Lanterne names, fp32
     metadata: dict[str, Any]  # every key/value of the header (tokenizer arrays included)
+    # Weights the file stores in 4-bit blocks (Q4_0, Q4_1, Q4_K), as int4 groups of 32, exactly:
+    # Lanterne name -> (q (out, in) uint8 0..15, scales, zeros (out, in / 32) fp32), w = (q - 8) * scale + zero.
+    int4_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
 
 def open_gguf(path: str | os.PathLike):
@@ -153,6 +156,39 @@ def unpermute_rotary(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return weight.reshape(heads, out // heads // 2, 2, inner).transpose(1, 2).reshape(out, inner)
 
 
+def int4_groups_of(tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """A 4-bit GGUF tensor's blocks as int4 groups of 32, with no rounding: (q, scales, zeros), or None
+    for other types. Q4_0: w = (q - 8) d; Q4_1: w = q d + m; Q4_K: eight groups of 32 per block of 256,
+    each w = d·sc q - dmin·m with 6-bit sc and m."""
+    from gguf import GGMLQuantizationType as Type
+    from gguf.quants import Q4_K
+
+    kind = tensor.tensor_type
+    if kind not in (Type.Q4_0, Type.Q4_1, Type.Q4_K):
+        return None
+    rows = int(tensor.shape[1]) if len(tensor.shape) > 1 else 1
+    blocks = np.asarray(tensor.data).reshape(-1).view(np.uint8)
+    if kind == Type.Q4_K:
+        blocks = blocks.reshape(-1, 144)
+        d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n, 1)
+        dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+        sc, m = Q4_K.get_scale_min(blocks[:, 4:16].copy())  # (n, 8) each
+        scales = d * sc.astype(np.float32)  # (n, 8)
+        zeros = 8.0 * scales - dmin * m.astype(np.float32)
+        qs = blocks[:, 16:].reshape(-1, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)  # (n, 4, 2, 32)
+    else:
+        size = 18 if kind == Type.Q4_0 else 20
+        blocks = blocks.reshape(-1, size)
+        scales = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n, 1)
+        minimum = blocks[:, 2:4].copy().view(np.float16).astype(np.float32) if kind == Type.Q4_1 else 0.0
+        zeros = minimum + 8.0 * scales
+        qs = blocks[:, size - 16 :].reshape(-1, 1, 1, 16) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)  # (n, 1, 2, 16)
+    q = (qs & np.uint8(0x0F)).reshape(rows, -1)  # (out, in): low nibbles first, then high, as llama.cpp orders them
+    groups = q.shape[1] // 32
+    as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
+    return as_tensor(q), as_tensor(np.broadcast_to(scales, zeros.shape).reshape(rows, groups)), as_tensor(zeros.reshape(rows, groups))
+
+
 def read_gguf(path: str | os.PathLike) -> GGUFContents:
     """Configuration, fp32 weights (Lanterne names) and metadata of a GGUF file."""
     from gguf import quants
@@ -163,7 +199,11 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
     config = config_from_metadata(metadata, str(path))
     architecture = metadata["general.architecture"]
     raw: dict[str, torch.Tensor] = {}
+    raw_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for tensor in reader.tensors:
+        groups = int4_groups_of(tensor)
+        if groups is not None:
+            raw_groups[tensor.name] = groups
         try:
             array = quants.dequantize(tensor.data, tensor.tensor_type)
         except (NotImplementedError, ValueError, KeyError) as error:
@@ -174,14 +214,21 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         array = np.ascontiguousarray(array, dtype=np.float32)
         raw[tensor.name] = torch.from_numpy(array if array.flags.writeable else array.copy())  # F32 data is the read-only file
     tensors: dict[str, torch.Tensor] = {}
+    int4_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for layer in range(config.n_layers if architecture != "gpt2" else 0):  # GPT-2 files keep qkv joined
-        parts = [raw.pop(f"blk.{layer}.{part}.weight", None) for part in _QKV]
+        names = [f"blk.{layer}.{part}.weight" for part in _QKV]
+        parts = [raw.pop(name, None) for name in names]
         if any(part is None for part in parts):
             raise CheckpointError(f"{path}: block {layer} lacks its query, key or value weights; the file is incomplete")
+        blocks = [raw_groups.pop(name, None) for name in names]
         if architecture == "llama":
-            parts[0] = unpermute_rotary(parts[0], config.n_heads)
-            parts[1] = unpermute_rotary(parts[1], config.n_kv_heads)
+            for index, heads in ((0, config.n_heads), (1, config.n_kv_heads)):
+                parts[index] = unpermute_rotary(parts[index], heads)
+                if blocks[index] is not None:  # the same rows, in the same new order
+                    blocks[index] = tuple(unpermute_rotary(part, heads) for part in blocks[index])
         tensors[f"blocks.{layer}.attention.qkv.weight"] = torch.cat(parts, dim=0)
+        if all(part is not None for part in blocks):  # one layout for the joined matrix
+            int4_groups[f"blocks.{layer}.attention.qkv.weight"] = tuple(torch.cat(pieces, dim=0) for pieces in zip(*blocks))
     for name, tensor in raw.items():
         lanterne_name = _lanterne_name(name)
         if lanterne_name is None:
@@ -189,11 +236,14 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         if architecture == "gemma3" and name.endswith("norm.weight"):
             tensor = tensor - 1.0  # llama.cpp stores Gemma's (1 + weight); Lanterne keeps the weight
         tensors[lanterne_name] = tensor
+        if name in raw_groups:
+            int4_groups[lanterne_name] = raw_groups[name]
     if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], tensors.get("embeddings.token.weight", torch.empty(0))):
         config = config.with_changes(tie_embeddings=False)
     else:
         tensors.pop("lm_head.weight", None)  # llama.cpp's GPT-2 files repeat the token embedding as the output layer
-    return GGUFContents(config, tensors, metadata)
+        int4_groups.pop("lm_head.weight", None)
+    return GGUFContents(config, tensors, metadata, int4_groups)
 
 
 def _lanterne_name(gguf_name: str) -> str | None:
@@ -232,18 +282,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_gguf(path: str | os.PathLike, cache_folder: Path | None, *, sha256: str | None = None, dtype: torch.dtype = torch.float32):
+INT4_GROUPS_FILE = "int4-groups.safetensors"
+
+
+def load_gguf(
+    path: str | os.PathLike, cache_folder: Path | None, *, sha256: str | None = None, dtype: torch.dtype = torch.float32,
+    weights: str = "fp32",
+):
     """A GPT and its tokenizer from a GGUF file.
 
-    The first load dequantises and writes config.json, model.safetensors and tokenizer.json to
-    `cache_folder`/gguf/<sha256>/; later loads read (and memory-map) those. `sha256`: the file's,
-    when already known (a named model), to skip hashing it.
+    The first load dequantises and writes config.json, model.safetensors, the file's 4-bit groups and
+    tokenizer.json to `cache_folder`/gguf/<sha256>/; later loads read (and memory-map) those. `sha256`:
+    the file's, when already known (a named model), to skip hashing it. weights: 'fp32' (the
+    dequantised reference, in `dtype`), 'bf16', or 'int8', 'int4', 'auto' (quantised layers,
+    `model.quantized.quantize_model`; 'auto' keeps the file's 4-bit blocks as they are).
     """
+    from lanterne.model.quantized_linear import check_weights_choice, quantize_model
     from lanterne.tokenization import load as load_tokenizer
     from lanterne.tokenization.gguf_vocab import tokenizer_from_gguf
 
+    check_weights_choice(weights)
     path = Path(path)
     folder = cache_folder / "gguf" / (sha256 or file_sha256(path)) if cache_folder is not None else None
+    int4_groups = None
     if folder is not None and all((folder / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json")):
         from safetensors.torch import load_file
 
@@ -251,22 +312,60 @@ def load_gguf(path: str | os.PathLike, cache_folder: Path | None, *, sha256: str
             config = GPTConfig.from_json(folder / "config.json")
             tensors = load_file(str(folder / "model.safetensors"))
             tokenizer = load_tokenizer(folder / "tokenizer.json")
+            if weights in ("auto", "int4") and (folder / INT4_GROUPS_FILE).is_file():
+                int4_groups = _unpack_groups(load_file(str(folder / INT4_GROUPS_FILE)))
         except (LanterneError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"the cached copy of {path.name} in {folder} is damaged ({error}); delete that folder") from None
+        model = _build(config, tensors, str(path))
+        if weights in ("auto", "int4") and int4_groups is None:  # a cache written before 4-bit groups were kept
+            int4_groups = read_gguf(path).int4_groups
+            _write_groups(folder, int4_groups)
     else:
         contents = read_gguf(path)
         model = _build(contents.config, contents.tensors, str(path))  # a header that does not match the tensors fails here...
         tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # ... and an unreadable tokenizer here: nothing cached
         tokenizer.chat_template = contents.metadata.get("tokenizer.chat_template")
         if folder is not None:
+            _write_groups(folder, contents.int4_groups)
             _write_cache(folder, contents.config, contents.tensors, tokenizer)
+        int4_groups = contents.int4_groups
+    if weights == "bf16":
+        return model.to(torch.bfloat16), tokenizer
+    if weights == "fp32":
         return model.to(dtype), tokenizer
-    return _build(config, tensors, str(path)).to(dtype), tokenizer
+    return quantize_model(model, weights, int4_groups if weights == "auto" else None), tokenizer
+
+
+def _write_groups(folder: Path, groups: dict) -> None:
+    """The 4-bit groups, two integers a byte, in `folder`/int4-groups.safetensors (written before config.json)."""
+    from safetensors.torch import save_file
+
+    packed = {}
+    for name, (q, scales, zeros) in groups.items():
+        packed[f"{name}.q"] = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()  # (out, in / 2)
+        packed[f"{name}.scales"], packed[f"{name}.zeros"] = scales.contiguous(), zeros.contiguous()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / INT4_GROUPS_FILE) as temporary:
+            save_file(packed, str(temporary))
+    except OSError as error:
+        warnings.warn(f"the 4-bit groups could not be cached in {folder} ({error}); the next load reads the file again")
+
+
+def _unpack_groups(packed: dict[str, torch.Tensor]) -> dict:
+    groups = {}
+    for key in packed:
+        if key.endswith(".q"):
+            name = key[: -len(".q")]
+            pairs = packed[key]
+            q = torch.stack([pairs & 0x0F, pairs >> 4], dim=-1).reshape(pairs.shape[0], -1)  # (out, in)
+            groups[name] = (q, packed[f"{name}.scales"], packed[f"{name}.zeros"])
+    return groups
 
 
 def _build(config: GPTConfig, tensors: dict[str, torch.Tensor], source: str):
-    from lanterne.positions import RotaryEmbedding
-    from lanterne.transformer import GPT
+    from lanterne.model.positions import RotaryEmbedding
+    from lanterne.model.transformer import GPT
     from lanterne.weights import load_state
 
     with torch.device("meta"):  # no random initialisation: every weight comes from the file

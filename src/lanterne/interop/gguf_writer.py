@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError
 from lanterne.files import atomic_path
 from lanterne.interop.gguf import gguf_name

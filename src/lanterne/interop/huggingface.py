@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors, stored_tensors, write_model_folder
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
 
 # HuggingFace GPT-2 name -> Lanterne name; "{i}" is the block number.
@@ -137,7 +137,7 @@ def tensors_to_huggingface(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def load_huggingface_gpt2(folder: str | os.PathLike, config_data: dict | None = None):
     """A Lanterne GPT from a HuggingFace GPT-2 folder (config.json + model.safetensors, or pytorch_model.bin)."""
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     folder = Path(folder)
     if config_data is None:

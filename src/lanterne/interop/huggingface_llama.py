@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
 from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
 
@@ -159,7 +159,7 @@ def tensors_from_huggingface(tensors: dict[str, torch.Tensor], config: GPTConfig
 
 def load_huggingface_llama(folder: str | os.PathLike, config_data: dict | None = None):
     """A Lanterne GPT from a HuggingFace Llama or Gemma 3 folder."""
-    from lanterne.transformer import GPT
+    from lanterne.model.transformer import GPT
 
     folder = Path(folder)
     if config_data is None:

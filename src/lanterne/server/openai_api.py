@@ -36,7 +36,7 @@ from lanterne.errors import LanterneError
 from lanterne.generation import context_limit, encode_prompt, stream
 from lanterne.server.app import error_body
 from lanterne.server.openai_schema import ChatRequest, CompletionRequest, SamplingRequest
-from lanterne.streaming import TextStream
+from lanterne.generation.streaming import TextStream
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible API"])
 

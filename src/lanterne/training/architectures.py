@@ -13,10 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
 from lanterne.recurrent import ARCHITECTURES, RecurrentConfig, RecurrentLM
-from lanterne.transformer import GPT
+from lanterne.model.transformer import GPT
 
 GPT_ARCH = "gpt"
 ARCHES = (GPT_ARCH, *ARCHITECTURES)

@@ -419,7 +419,7 @@ class Trainer:
         Every window starts cold, the recap's models' too (no state carried in): the same measure for every arch.
         """
         from lanterne.generation import ContextWarning, generate_ids
-        from lanterne.sampling import SamplingSettings
+        from lanterne.generation.sampling import SamplingSettings
         from lanterne.training.data import sample_windows
 
         config, group = self.config, self.group

@@ -188,7 +188,7 @@ function renderEmbeddings(data) {
 
 // -- 3. Next word: the exact distribution at any slider temperature ------------------------------
 
-// softmax(logits / T) over the whole vocabulary, then top-k and top-p as `lanterne.sampling.filter_logits` applies them.
+// softmax(logits / T) over the whole vocabulary, then top-k and top-p as `lanterne.generation.sampling.filter_logits` applies them.
 // slider: {logits (the top N, descending), rest_lse[i], rest_mean_logit[i] at temperatures[i], rest_count, vocab_size}.
 // The server summed up every other token at each slider temperature, so the result is exact at every slider step.
 function distribution(slider, temperature, topK = 0, topP = 1) {

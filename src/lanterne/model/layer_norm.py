@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lanterne.config import GPTConfig
+from lanterne.model.config import GPTConfig
 
 
 class RMSNorm(nn.Module):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from lanterne.errors import GenerationError
-from lanterne.generation import generate_ids
-from lanterne.incremental_text import IncrementalText, StopStrings
+from lanterne.generation.loop import generate_ids
+from lanterne.generation.incremental_text import IncrementalText, StopStrings
 
 
 @dataclass(frozen=True)

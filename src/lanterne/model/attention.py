@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lanterne.config import GPTConfig
-from lanterne.linear import Linear
-from lanterne.layer_norm import make_norm
-from lanterne.positions import rotate
+from lanterne.model.config import GPTConfig
+from lanterne.model.linear import Linear
+from lanterne.model.layer_norm import make_norm
+from lanterne.model.positions import rotate
+
+if TYPE_CHECKING:
+    from lanterne.generation.cache import KVCache
 
 
 @dataclass
@@ -30,46 +34,6 @@ class AttentionDetails:
     keys: torch.Tensor  # (batch, kv_heads, key_time, head_dim): query head h reads key head h // query_groups
     values: torch.Tensor  # (batch, kv_heads, key_time, head_dim)
     scores: torch.Tensor | None = None  # (batch, heads, query_time, key_time): scaled Q·K before the mask and softmax
-
-
-class KVCache:
-    """Keys and values of the tokens already seen, for every layer, so a new token costs one step.
-
-    Buffers are allocated once for `max_length` positions; `length` counts the positions filled.
-    """
-
-    def __init__(
-        self,
-        config: GPTConfig,
-        batch_size: int,
-        max_length: int | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.max_length = max_length or config.context_length
-        shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_length, config.head_dim)
-        # Never read past `length`, so left uninitialised: a cache sized for Gemma's 32k context costs
-        # nothing until used, where zeroing it took half a second.
-        self.keys = torch.empty(shape, device=device, dtype=dtype)
-        self.values = torch.empty(shape, device=device, dtype=dtype)
-        self.length = 0
-
-    def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's keys/values (batch, kv_heads, new, head_dim) after the stored ones; return all of them."""
-        start, end = self.length, self.length + keys.shape[2]
-        if end > self.max_length:
-            raise ValueError(f"KV cache holds {self.max_length} positions; {end} were asked")
-        self.keys[layer, :, :, start:end] = keys
-        self.values[layer, :, :, start:end] = values
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
-    def advance(self, steps: int) -> None:
-        """Count `steps` new positions as stored (called once per forward pass, after every layer)."""
-        self.length += steps
-
-    def reset(self) -> None:
-        self.length = 0
 
 
 def query_key_positions(query_length: int, key_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,16 +16,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lanterne.attention import AttentionDetails, CausalSelfAttention, KVCache
-from lanterne.config import GPTConfig
-from lanterne.embedding import Embeddings
+from lanterne.model.attention import AttentionDetails, CausalSelfAttention
+from lanterne.model.config import GPTConfig
+from lanterne.model.embedding import Embeddings
 from lanterne.errors import ModelInputError
-from lanterne.feedforward import FeedForward
-from lanterne.layer_norm import make_norm
-from lanterne.linear import Linear
-from lanterne.positions import RotaryEmbedding
+from lanterne.model.feedforward import FeedForward
+from lanterne.model.layer_norm import make_norm
+from lanterne.model.linear import Linear
+from lanterne.model.positions import RotaryEmbedding
 
 if TYPE_CHECKING:
+    from lanterne.generation.cache import KVCache
     from lanterne.tokenization import Tokenizer
 
 
@@ -194,6 +195,8 @@ class GPT(nn.Module):
 
     def new_cache(self, batch_size: int, max_length: int | None = None) -> KVCache:
         """An empty key/value cache on this model's device and dtype."""
+        from lanterne.generation.cache import KVCache
+
         parameter = next(self.parameters())
         return KVCache(self.config, batch_size, max_length, device=parameter.device, dtype=parameter.dtype)
 

@@ -16,7 +16,7 @@ import types
 import torch
 from torch import nn
 from torch.nn import functional as F
-from lanterne.linear import Linear
+from lanterne.model.linear import Linear
 
 
 def _row_dot(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

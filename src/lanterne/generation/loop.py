@@ -1,4 +1,4 @@
-"""Generating text: predict a token, append it, predict again, within the model's context length.
+"""The generation loop: predict a token, append it, predict again, within the model's context length.
 
 A key/value cache makes each new token one step (the prompt is read once, the "prefill"). When the
 text outgrows the context, only the most recent `context_length` tokens are kept: a sliding window.
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import torch
 
 from lanterne.errors import GenerationError
-from lanterne.incremental_text import IncrementalText, StopStrings
-from lanterne.sampling import SamplingSettings, choose_next_token
+from lanterne.generation.incremental_text import IncrementalText, StopStrings
+from lanterne.generation.sampling import SamplingSettings, choose_next_token
 
 if TYPE_CHECKING:
-    from lanterne.streaming import TextStream
+    from lanterne.generation.streaming import TextStream
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -343,7 +343,7 @@ def stream(
     max_seconds ends generation after that long (finish_reason "time"). The sampling settings and the
     prompt are checked at once (GenerationError), before any piece is asked.
     """
-    from lanterne.streaming import TextStream
+    from lanterne.generation.streaming import TextStream
 
     request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
     return TextStream(model, tokenizer, request, max_new_tokens, seed, strict=strict, top_logprobs=top_logprobs, max_seconds=max_seconds)

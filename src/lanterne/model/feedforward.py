@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lanterne.config import GPTConfig
-from lanterne.linear import Linear
+from lanterne.model.config import GPTConfig
+from lanterne.model.linear import Linear
 
 
 def activation_function(name: str):

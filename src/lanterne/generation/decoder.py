@@ -1,0 +1,238 @@
+"""Fast decoding: the whole step for one new token, every block at once, compiled into one graph.
+
+Decoding one token touches every weight once and runs a few dozen small operations per block. Run
+one by one, those operations cost more than the arithmetic; compiled together (torch.compile,
+fixed shapes, a `StaticCache`) they cost almost nothing. The step decodes several sequences at
+once, each in its own slot, at its own position, with its own sampling settings and seed: a
+sequence can join (`add`) or leave (`remove`) between steps without disturbing the others.
+`decode_step` is the step, readable; the plain `model(ids, cache=...)` loop is its twin.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from lanterne.errors import GenerationError
+from lanterne.generation.cache import StaticCache
+from lanterne.generation.sampling import SamplingSettings, choose_next_token
+from lanterne.model.positions import rotate
+
+
+def decode_step(model, cache: StaticCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """One new token per slot: tokens, positions (slots,) -> next-token logits (slots, vocab) fp32.
+
+    The model's own modules, in the order `GPT.forward` calls them, with attention written for a
+    single query per slot against that slot's cache (written at `positions` first).
+    """
+    config = model.config
+    x = model.embeddings(tokens[:, None], positions[:, None])  # (slots, 1, d_model)
+    if config.positions == "rope":
+        rotary = model.rotary(positions[:, None])  # cos, sin (slots, 1, 1, head_dim)
+        rotary_local = model.rotary_local(positions[:, None]) if model.rotary_local is not None else rotary
+    for layer, block in enumerate(model.blocks):
+        attention = block.attention
+        queries, keys, values = attention.split_heads(block.norm_attention(x))  # (slots, heads or kv_heads, 1, head_dim)
+        if config.positions == "rope":
+            cos, sin = rotary_local if config.is_sliding(layer) else rotary
+            queries, keys = rotate(queries, cos, sin), rotate(keys, cos, sin)
+        cache.write(layer, keys, values, positions)
+        mixed = attend_one(queries, cache.keys[layer], cache.values[layer], cache.visible(layer, positions), attention.scale)
+        mixed = attention.output(mixed.reshape(x.shape[0], 1, attention.query_size))  # heads side by side, projected
+        if block.post_norm_attention is not None:
+            mixed = block.post_norm_attention(mixed)
+        x = x + mixed
+        refined = block.feedforward(block.norm_feedforward(x))
+        if block.post_norm_feedforward is not None:
+            refined = block.post_norm_feedforward(refined)
+        x = x + refined
+    return model.lm_head(model.final_norm(x))[:, 0].float()  # (slots, vocab)
+
+
+def attend_one(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q·K · scale) V for one query per slot; each key/value head serves its group of query heads.
+
+    queries: (slots, heads, 1, head_dim); keys, values: (slots, kv_heads, size, head_dim); visible:
+    (slots, 1, 1, size) booleans. Returns (slots, heads, head_dim).
+    """
+    slots, heads, _, head_dim = queries.shape
+    kv_heads = keys.shape[1]
+    grouped = queries.reshape(slots, kv_heads, heads // kv_heads, head_dim)  # (slots, kv_heads, groups, head_dim)
+    scores = (grouped @ keys.transpose(-2, -1)).float() * scale  # (slots, kv_heads, groups, size)
+    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1).to(values.dtype)
+    return (weights @ values).reshape(slots, heads, head_dim)
+
+
+def compiled_cache_folder() -> str:
+    """Where compiled kernels are kept between runs: $LANTERNE_CACHE/compiled (compiling is paid once per machine)."""
+    from lanterne.tokenization.tiktoken_files import cache_folder
+
+    return str(cache_folder() / "compiled")
+
+
+def length_bucket(length: int, context_length: int) -> int:
+    """The cache size a sequence of `length` tokens gets: the next power of two from 64, capped at the context.
+
+    A few sizes, each compiled once, rather than one graph per length.
+    """
+    size = 64
+    while size < length:
+        size *= 2
+    return min(size, context_length)
+
+
+@dataclass
+class Slot:
+    """One sequence being decoded: its tokens so far, its next position, how it chooses."""
+
+    ids: list[int]
+    settings: SamplingSettings
+    generator: torch.Generator
+    vocab_limit: int | None = None
+    logits: torch.Tensor | None = None  # (vocab,): scores for the next token, waiting to be sampled
+    fed: bool = True  # False once a token is chosen and not yet read by the model
+    on_scores: object = None  # called with the scores (1, vocab) before each choice
+
+    @property
+    def position(self) -> int:
+        """Where the next token read goes: the last chosen token's position."""
+        return len(self.ids) - 1
+
+
+class Decoder:
+    """Decodes up to `slots` sequences together, one compiled step for all; inference only.
+
+    add(prompt_ids, ...) -> slot number (the prompt is read, its scores kept); step() -> {slot: token}
+    for every sequence; remove(slot) frees it. Sequences never see each other. compile=False runs the
+    same step without compiling (the readable path); a compiler that fails falls back to it with one warning.
+    """
+
+    def __init__(self, model, slots: int = 1, max_length: int | None = None, *, compile: bool = True, progress=None) -> None:
+        self.model = model
+        context = model.config.context_length
+        self.max_length = length_bucket(max_length or context, context)
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, activation_dtype(model)
+        self.cache = StaticCache(model.config, slots, self.max_length, device=self.device, dtype=self.dtype)
+        self.slots: list[Slot | None] = [None] * slots
+        self.progress = progress
+        for module in model.modules():
+            if hasattr(module, "pack"):
+                module.pack(module.compute_dtype)  # int4 layers in the kernel's layout before any graph sees them
+        eager = partial(decode_step, model, self.cache)
+        self._step = eager
+        self._compiled = compile and can_compile(self.device)
+        if self._compiled:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compiled_cache_folder())
+            self._step = torch.compile(eager, fullgraph=True, dynamic=False)
+        self._eager = eager
+        self._warmed = False
+        self.compile_seconds = 0.0
+
+    # -- sequences in and out -----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def add(self, prompt_ids, settings: SamplingSettings = SamplingSettings(), seed: int | None = None, *,
+            vocab_limit: int | None = None, on_scores=None) -> int:
+        """Read a prompt into a free slot (one plain forward pass over it); returns the slot number."""
+        prompt_ids = list(prompt_ids)
+        if not prompt_ids:
+            raise GenerationError("every prompt needs at least one token")
+        if len(prompt_ids) >= self.max_length:
+            raise GenerationError(f"the prompt has {len(prompt_ids)} tokens; this decoder holds {self.max_length - 1} and one new one")
+        free = [index for index, slot in enumerate(self.slots) if slot is None]
+        if not free:
+            raise GenerationError(f"all {len(self.slots)} slots are busy; remove a sequence first")
+        generator = torch.Generator(device=self.device)
+        generator.seed() if seed is None else generator.manual_seed(seed)
+        prefill = self.model.new_cache(1, len(prompt_ids))
+        ids = torch.tensor([prompt_ids], device=self.device)
+        logits = self.model(ids, cache=prefill, last_only=True).logits[0, -1].float()
+        length = len(prompt_ids)
+        self.cache.fill(free[0], [prefill.keys[layer, 0, :, :length] for layer in range(self.model.config.n_layers)],
+                        [prefill.values[layer, 0, :, :length] for layer in range(self.model.config.n_layers)])
+        self.slots[free[0]] = Slot(prompt_ids, settings, generator, vocab_limit, logits, True, on_scores)
+        return free[0]
+
+    def remove(self, slot: int) -> None:
+        """Free a slot (a finished or cancelled sequence); the others go on as if it never was."""
+        self.slots[slot] = None
+
+    @property
+    def active(self) -> list[int]:
+        return [index for index, slot in enumerate(self.slots) if slot is not None]
+
+    def room(self, slot: int) -> int:
+        """How many more tokens `slot` can take before its cache is full."""
+        return self.max_length - len(self.slots[slot].ids)
+
+    # -- one step -----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> dict[int, int]:
+        """Feed each sequence its last chosen token (one step for all), then choose each one's next token."""
+        waiting = [index for index in self.active if not self.slots[index].fed]
+        if waiting:
+            if any(self.room(index) <= 0 for index in waiting):
+                raise GenerationError(f"a sequence reached this decoder's {self.max_length} positions; remove it")
+            tokens = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
+            positions = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
+            for index in waiting:
+                tokens[index], positions[index] = self.slots[index].ids[-1], self.slots[index].position
+            logits = self._run(tokens, positions)
+            for index in waiting:
+                self.slots[index].logits, self.slots[index].fed = logits[index], True
+        chosen = {}
+        for index in self.active:
+            slot = self.slots[index]
+            scores = slot.logits if slot.vocab_limit is None else slot.logits[: slot.vocab_limit]
+            if slot.on_scores is not None:
+                slot.on_scores(scores[None])
+            history = torch.tensor([slot.ids], device=self.device) if slot.settings.repetition_penalty != 1.0 else None
+            token = int(choose_next_token(scores[None], slot.settings, history, slot.generator)[0])
+            slot.ids.append(token)
+            slot.fed = False
+            chosen[index] = token
+        return chosen
+
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self._warmed or not self._compiled:
+            return self._step(tokens, positions).clone()
+        start = time.perf_counter()
+        if self.progress is not None:
+            self.progress(f"compiling the decoding step ({self.cache.slots} slot(s), {self.max_length} positions; once per machine)")
+        try:
+            logits = self._step(tokens, positions).clone()
+        except Exception as error:  # the compiler's failures come in many types; decoding must go on
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            warnings.warn(f"compiling the decoding step failed ({type(error).__name__}: {first_line}); decoding uncompiled", stacklevel=3)
+            self._step, self._compiled = self._eager, False
+            logits = self._step(tokens, positions).clone()
+        self.compile_seconds = time.perf_counter() - start
+        self._warmed = True
+        return logits
+
+
+def activation_dtype(model) -> torch.dtype:
+    """The dtype the step computes in: the model's floating-point weights' (fp32 for quantised layers)."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether torch.compile can build kernels here: a C++ compiler on a CPU; LANTERNE_COMPILE=0 turns it off."""
+    if os.environ.get("LANTERNE_COMPILE", "1") == "0" or sys.platform == "win32" and device.type == "cpu":
+        return False
+    if device.type == "cpu":
+        import shutil
+
+        return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+    return True
