@@ -136,27 +136,49 @@ def load_tokenizer_of(folder: Path):
     return load_tokenizer(path) if path.is_file() else None
 
 
-def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None) -> Pretrained:
+def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None, weights: str = "auto") -> Pretrained:
     """A model and its tokenizer: `model, tokenizer = lanterne.load("gemma-3-270m")`.
 
     Accepts a named model (`lanterne models`), a `.gguf` file, a Lanterne or HuggingFace model
     folder, a training run folder (its latest checkpoint), or a HuggingFace Hub name ("hf:gpt2").
+    weights: how the weights are held in memory (`model.quantized_linear`): 'fp32' (the dequantised
+    reference), 'bf16', 'int8' or 'int4' (quantised layers, for inference only), or 'auto': a GGUF
+    file's weights stay quantised (its 4-bit blocks as they are), a folder's as they are stored.
     """
+    from lanterne.model.quantized_linear import check_weights_choice
     from lanterne.models import NAMED_MODELS, model_file
     from lanterne.tokenization.tiktoken_files import cache_folder
 
+    check_weights_choice(weights)
     text = str(name_or_folder)
     path = model_file(text, cache_folder()) if text in NAMED_MODELS else Path(text)
     if path.is_dir() and text in NAMED_MODELS:  # the bundled model's folder
         name_or_folder = path
-    elif path.is_file() and is_gguf(path):
+    elif path.is_file() and (is_gguf(path) or path.suffix.lower() == ".gguf"):
         from lanterne.interop.gguf import load_gguf
 
+        if not is_gguf(path):
+            raise CheckpointError(f"{path} is not a GGUF file (it does not start with GGUF's magic bytes); the file is damaged or of another kind")
         sha256 = NAMED_MODELS[text].sha256 if text in NAMED_MODELS else None
-        model, tokenizer = load_gguf(path, cache_folder(), sha256=sha256)
+        model, tokenizer = load_gguf(path, cache_folder(), sha256=sha256, weights=weights)
         return Pretrained(model.to(device) if device is not None else model, tokenizer)
     folder = resolve_folder(name_or_folder)
-    return Pretrained(load_model(folder, device=device), load_tokenizer_of(folder))
+    return Pretrained(with_weights(load_model(folder, device=device), weights), load_tokenizer_of(folder))
+
+
+def with_weights(model, weights: str):
+    """`model` with its weights held as `weights` says (a folder's model: 'auto' keeps them as stored)."""
+    from lanterne.model.quantized_linear import quantize_model
+
+    if not hasattr(model, "blocks") and weights in ("int8", "int4"):
+        raise ConfigError(f"a recurrent model has no {weights} path; choose one of auto, fp32, bf16")
+    if weights == "auto" or not hasattr(model, "blocks"):
+        return model
+    if weights == "fp32":
+        return model.float()
+    if weights == "bf16":
+        return model.to(torch.bfloat16)
+    return quantize_model(model, weights)
 
 
 def is_gguf(path: Path) -> bool:

@@ -197,7 +197,7 @@ def _note_dropped(recording, model) -> None:
 def command_embeddings(args: argparse.Namespace) -> None:
     from lanterne.inspect import embeddings
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     lang = _language(args, args.word if not args.map else " ".join(args.map))
     view = embeddings.embedding_view(model, tokenizer, args.word, args.neighbours)
     mapped = embeddings.embedding_map(model, tokenizer, args.map) if args.map else None
@@ -222,7 +222,7 @@ def command_attention(args: argparse.Namespace) -> None:
     from lanterne.inspect import attention
     from lanterne.inspect.recording import check_layer_head, record
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     prompt = args.prompt if args.prompt is not None else attention.MURDER_MYSTERY[args.lang or "en"]
     lang = _language(args, prompt)
     check_layer_head(model, args.layer, args.head)
@@ -247,7 +247,7 @@ def command_lens(args: argparse.Namespace) -> None:
     from lanterne.inspect import logit_lens
     from lanterne.inspect.recording import record
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     recording = record(model, tokenizer, args.prompt)
     _note_dropped(recording, model)
     lens = logit_lens.logit_lens(model, recording, tokenizer)
@@ -271,7 +271,7 @@ def command_context(args: argparse.Namespace) -> None:
         text = read_text_file(args.file, what="text")
     else:
         text = args.text
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     view = context.context_view(model, tokenizer, text, model_name=str(args.model), measure_cost=not args.no_cost)
     if args.json:
         _print_json(view.as_dict())
@@ -302,7 +302,7 @@ def command_tour(args: argparse.Namespace) -> None:
     from lanterne.inspect.tour import print_section, run_tour
 
     console = _console()
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     with console.status("…") as status:
         def started(name: str) -> None:
             status.update(f"computing: {name.replace('_', ' ')}")
@@ -325,7 +325,7 @@ def command_tour(args: argparse.Namespace) -> None:
 def command_serve(args: argparse.Namespace) -> None:
     from lanterne.server.serve import serve
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     serve(model, tokenizer, str(args.model), host=args.host, port=args.port)
 
 
@@ -342,7 +342,7 @@ def command_export(args: argparse.Namespace) -> None:
         raise InputFileError(f"{target} already exists; choose another path or pass --overwrite")
     if not target.parent.is_dir():
         raise InputFileError(f"folder {target.parent} does not exist; create it first")
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     if args.gguf:
         from lanterne.interop.gguf_writer import save_gguf
 
@@ -364,7 +364,13 @@ def command_export(args: argparse.Namespace) -> None:
 # -- lanterne generate / predict -------------------------------------------------------------------
 
 
-def _load_model(args: argparse.Namespace):
+# Commands that look inside the model read full-precision weights; for them 'auto' means fp32.
+INSPECTION_WEIGHTS = ("auto", "fp32", "bf16")
+
+
+def _load_model(args: argparse.Namespace, *, inspection: bool = False, allow_quantized: bool = False):
+    import time
+
     from lanterne.checkpoints import load
     from lanterne.errors import CheckpointError
 
@@ -372,7 +378,17 @@ def _load_model(args: argparse.Namespace):
         from lanterne.models import default_model
 
         args.model = default_model()
-    model, tokenizer = load(args.model)
+    weights = getattr(args, "weights", "auto")
+    if inspection:
+        if weights not in INSPECTION_WEIGHTS and not allow_quantized:
+            raise CheckpointError(
+                f"--weights {weights} keeps weights quantised, for generation; this command looks inside the model and "
+                f"reads full-precision weights: choose one of {', '.join(INSPECTION_WEIGHTS)}"
+            )
+        weights = "fp32" if weights == "auto" else weights
+    start = time.perf_counter()
+    model, tokenizer = load(args.model, weights=weights)
+    args.load_seconds = time.perf_counter() - start
     if args.tokenizer:
         from lanterne.tokenization import load as load_tokenizer
 
@@ -385,14 +401,12 @@ def _load_model(args: argparse.Namespace):
 def command_generate(args: argparse.Namespace) -> None:
     import warnings
 
-    from lanterne.generation import generate, stream
+    from lanterne.generation import Timings, generate, stream
 
     model, tokenizer = _load_model(args)
-    if args.compile:
-        from lanterne.generation.fast_decoding import enable_fast_decoding
-
-        enable_fast_decoding(model)
+    timings = Timings(load_s=args.load_seconds)
     options = _sampling_options(args)
+    decoding = dict(fast=not args.plain, compile=args.compile, timings=timings, progress=_progress_line)
     prompt, shown = args.prompt, args.prompt
     if args.chat:  # the prompt is the user's message, laid out by the model's chat template
         from lanterne.chat import chat_text
@@ -402,7 +416,7 @@ def command_generate(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.stream and not args.json:
-            pieces = stream(model, tokenizer, prompt, **options)
+            pieces = stream(model, tokenizer, prompt, **options, **decoding)
             first = next(pieces, "")  # settings are checked here, before anything is printed
             print(shown + first, end="", flush=True)
             for piece in pieces:
@@ -410,15 +424,25 @@ def command_generate(args: argparse.Namespace) -> None:
             print()
             text = None
         else:
-            text = generate(model, tokenizer, prompt, **options)
+            text = generate(model, tokenizer, prompt, **options, **decoding)
     for warning in caught:
         print(f"lanterne: note: {warning.message}", file=sys.stderr)
+    if args.verbose:
+        print(f"lanterne: {timings.line()}", file=sys.stderr)
     if text is None:
         return
     if args.json:
-        _print_json({"prompt": args.prompt, "text": text, **{k: v for k, v in options.items() if k != "stop"}, "stop": list(args.stop or [])})
+        _print_json({
+            "prompt": args.prompt, "text": text, **{k: v for k, v in options.items() if k != "stop"}, "stop": list(args.stop or []),
+            "weights": model.quantized or str(next(model.parameters()).dtype).removeprefix("torch."), "timings": timings.as_dict(),
+        })
     else:
         print(shown + text)
+
+
+def _progress_line(message: str) -> None:
+    """A slow first step says what it is doing, on stderr (stdout keeps the text)."""
+    print(f"lanterne: {message}…", file=sys.stderr, flush=True)
 
 
 def _sampling_options(args: argparse.Namespace) -> dict:
@@ -444,7 +468,7 @@ def command_chat(args: argparse.Namespace) -> None:
             break
         messages.append({"role": "user", "content": line})
         answer = ""
-        for piece in reply(model, tokenizer, messages, **_sampling_options(args)):
+        for piece in reply(model, tokenizer, messages, **_sampling_options(args), fast=True, progress=_progress_line):
             print(piece, end="", flush=True)
             answer += piece
         print()
@@ -454,7 +478,7 @@ def command_chat(args: argparse.Namespace) -> None:
 def command_predict(args: argparse.Namespace) -> None:
     from lanterne.prediction import next_token_table
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True)
     table = next_token_table(model, tokenizer, args.prompt, top=args.top, temperatures=args.temperature)
     if args.json:
         _print_json(table.as_dict())
@@ -479,7 +503,7 @@ def command_predict(args: argparse.Namespace) -> None:
 def command_evaluate(args: argparse.Namespace) -> None:
     from lanterne.evaluation import evaluate_held_out
 
-    model, tokenizer = _load_model(args)
+    model, tokenizer = _load_model(args, inspection=True, allow_quantized=True)
     report = evaluate_held_out(model, tokenizer, args.data, validation_fraction=args.validation_fraction,
                                show_progress=not args.json)
     if args.json:
@@ -608,7 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(generate)
     _sampling_arguments(generate)
     generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print tokens as they come")
-    generate.add_argument("--compile", action="store_true", help="fast decoding: compiled kernels (seconds to start, faster per token)")
+    generate.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="compile the decoding step (default: for 32 new tokens or more; cached on disk, once per machine)",
+    )
+    generate.add_argument("--plain", action="store_true", help="the readable generation loop (no static cache, no compiled step)")
+    generate.add_argument("--verbose", action="store_true", help="print load, prompt and decode times and speeds on stderr")
     generate.add_argument("--chat", action="store_true", help="read the prompt as a user message, in the model's chat template")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(run=command_generate)
@@ -751,6 +780,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="named model (lanterne models), .gguf file, model folder or HuggingFace name (default: the best installed model)",
     )
     parser.add_argument("--tokenizer", default=None, help="tokenizer name or path, if not the model's own")
+    parser.add_argument(
+        "--weights", default="auto", choices=["auto", "fp32", "bf16", "int8", "int4"],
+        help="weights in memory: auto (a GGUF file's stay quantised; full precision where the command looks inside), "
+        "fp32 (the exact reference), bf16, int8, int4",
+    )
 
 
 def _check_utf8_arguments(args: argparse.Namespace) -> None:

@@ -17,8 +17,9 @@ from lanterne.generation.loop import (
     stream,
 )
 from lanterne.generation.sampling import SamplingSettings
+from lanterne.generation.timings import Timings
 
 __all__ = [
-    "END_OF_TEXT", "ContextWarning", "GeneratedRow", "SamplingSettings", "context_limit", "encode_prompt",
+    "END_OF_TEXT", "ContextWarning", "GeneratedRow", "SamplingSettings", "Timings", "context_limit", "encode_prompt",
     "end_of_text_id", "fit_prompt", "generate", "generate_ids", "stream",
 ]

@@ -236,3 +236,71 @@ def can_compile(device: torch.device) -> bool:
 
         return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
     return True
+
+
+# -- generation through the decoder ---------------------------------------------------------------
+
+# Compiling the step costs seconds (fewer once cached on disk); a short answer is written sooner
+# without it. From this many new tokens on, `compile=None` compiles.
+COMPILE_FROM_TOKENS = 32
+
+
+def decoder_for(model, slots: int, length: int, *, compile: bool = True, progress=None) -> Decoder:
+    """The model's decoder for `slots` sequences of up to `length` tokens, made once and kept on the model.
+
+    Sizes are rounded up (`length_bucket`), so a few decoders, each compiled once, serve every request.
+    """
+    key = (slots, length_bucket(length, model.config.context_length), compile, activation_dtype(model), next(model.parameters()).device)
+    decoders = model.__dict__.setdefault("_decoders", {})
+    if key not in decoders:
+        decoders[key] = Decoder(model, slots, key[1], compile=compile, progress=progress)
+    decoder = decoders[key]
+    decoder.progress = progress
+    return decoder
+
+
+def decoder_rows(model, prompts, max_new_tokens: int, settings: SamplingSettings, *, eos_id=None, seed=None, stop_check=None,
+                 vocab_limit=None, on_scores=None, compile: bool | None = None, timings=None, progress=None):
+    """`loop.generate_ids`'s rows, written by a `Decoder`: each prompt in its own slot (prompt i samples
+    with seed + i), one step for all; a row that ends leaves its slot at once. Yields, per step, each
+    row's new token (None once finished)."""
+    if compile is None:
+        compile = max_new_tokens >= COMPILE_FROM_TOKENS
+    longest = max(len(prompt) for prompt in prompts)
+    decoder = decoder_for(model, len(prompts), longest + max_new_tokens, compile=compile, progress=progress)
+    clock = time.perf_counter
+    start = clock()
+    slots = []
+    try:
+        for row, prompt in enumerate(prompts):
+            slots.append(decoder.add(prompt, settings, None if seed is None else seed + row, vocab_limit=vocab_limit, on_scores=on_scores))
+        if timings is not None:
+            timings.prefill_tokens += sum(len(prompt) for prompt in prompts)
+            timings.prefill_s += clock() - start
+        finished = [False] * len(prompts)
+        new_ids: list[list[int]] = [[] for _ in prompts]
+        for step in range(max_new_tokens):
+            start, compiled_before = clock(), decoder.compile_seconds
+            chosen = decoder.step()
+            emitted: list[int | None] = []
+            for row, slot in enumerate(slots):
+                if finished[row]:
+                    emitted.append(None)
+                    continue
+                token = chosen[slot]
+                emitted.append(token)
+                new_ids[row].append(token)
+                if (eos_id is not None and token == eos_id) or (stop_check is not None and stop_check(row, new_ids[row])):
+                    finished[row] = True
+                    decoder.remove(slot)
+            if timings is not None:
+                timings.compile_s += decoder.compile_seconds - compiled_before
+                timings.decode_s += clock() - start - (decoder.compile_seconds - compiled_before)
+                timings.decode_tokens += sum(token is not None for token in emitted)
+            yield emitted
+            if all(finished):
+                return
+    finally:
+        for slot in slots:
+            if decoder.slots[slot] is not None:
+                decoder.remove(slot)

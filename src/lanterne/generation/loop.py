@@ -6,6 +6,7 @@ text outgrows the context, only the most recent `context_length` tokens are kept
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -15,6 +16,7 @@ import torch
 from lanterne.errors import GenerationError
 from lanterne.generation.incremental_text import IncrementalText, StopStrings
 from lanterne.generation.sampling import SamplingSettings, choose_next_token
+from lanterne.generation.timings import Timings
 
 if TYPE_CHECKING:
     from lanterne.generation.streaming import TextStream
@@ -105,6 +107,10 @@ def generate_ids(
     stop_check=None,
     vocab_limit: int | None = None,
     on_scores=None,
+    fast: bool = False,
+    compile: bool | None = None,
+    timings: Timings | None = None,
+    progress=None,
 ) -> Iterator[list[int | None]]:
     """Yield, at each step, the new token of every prompt (None for prompts already finished).
 
@@ -135,13 +141,23 @@ def generate_ids(
         generator.seed()  # a fresh random seed, without touching torch's global generator
     else:
         generator.manual_seed(seed)
-    if len(prompts) == 1 or longest + max_new_tokens <= context:
-        yield from _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit, on_scores)
+    if fast and hasattr(model, "blocks") and longest + max_new_tokens <= context:
+        from lanterne.generation.decoder import decoder_rows
+
+        yield from decoder_rows(
+            model, prompts, max_new_tokens, settings, eos_id=eos_id, seed=seed, stop_check=stop_check, vocab_limit=vocab_limit,
+            on_scores=on_scores, compile=compile, timings=timings, progress=progress,
+        )
+    elif len(prompts) == 1 or longest + max_new_tokens <= context:
+        yield from _batched_rows(
+            model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit, on_scores, timings
+        )
     else:
         # Each prompt slides on its own: positions would differ across a padded batch.
         streams = [
             _batched_rows(
-                model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device, vocab_limit, on_scores
+                model, [prompt], max_new_tokens, settings, eos_id, generator, _row_check(stop_check, index), device, vocab_limit, on_scores,
+                timings,
             )
             for index, prompt in enumerate(prompts)
         ]
@@ -163,8 +179,12 @@ def _row_check(stop_check, index: int):
     return lambda row, new_ids: stop_check(index, new_ids)
 
 
-def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None, on_scores=None):
+def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, stop_check, device, vocab_limit=None, on_scores=None,
+                  timings: Timings | None = None):
     """Left-padded batch with a KV cache; a single prompt slides past the context when it must."""
+    timings = timings or Timings()  # filled in whether asked or not: a few clock readings per token
+    clock = time.perf_counter
+    start = clock()
     context = context_limit(model)
     batch = len(prompts)
     longest = max(len(prompt) for prompt in prompts)
@@ -185,6 +205,9 @@ def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, s
     logits = model(
         history[:, :longest], cache=cache, key_mask=key_mask, positions=positions if padded else None, last_only=True
     ).logits[:, -1]
+    timings.prefill_tokens += int(real[:, :longest].sum())
+    timings.prefill_s += clock() - start
+    start = clock()
     next_position = positions[:, -1] + 1
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     new_ids: list[list[int]] = [[] for _ in range(batch)]
@@ -207,7 +230,10 @@ def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, s
             new_ids[row].append(token)
             if (eos_id is not None and token == eos_id) or (stop_check is not None and stop_check(row, new_ids[row])):
                 finished[row] = True
+        timings.decode_s += clock() - start
+        timings.decode_tokens += sum(token is not None for token in emitted)
         yield emitted
+        start = clock()
         if bool(finished.all()) or step == max_new_tokens - 1:
             return
         if cache.length < cache.max_length:
@@ -241,9 +267,11 @@ class _TextRequest:
     stop: tuple[str, ...]
     eos_id: int | None
     vocab_limit: int | None  # the tokenizer's size, when the model's vocabulary is padded past it
+    decoding: dict = None  # how: fast, compile, timings, progress (`generate_ids`'s options)
 
 
-def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special=False) -> _TextRequest:
+def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special=False,
+             decoding: dict | None = None) -> _TextRequest:
     settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty)
     if isinstance(stop, str):
         stop = (stop,)
@@ -256,7 +284,8 @@ def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repeti
                 "use the tokenizer the model was trained with"
             )
     limit = tokenizer.vocab_size if tokenizer.vocab_size < model.config.vocab_size else None
-    return _TextRequest(list(prompts), ids, settings, stop, end_of_text_id(tokenizer) if eos_id is None else eos_id, limit)
+    eos = end_of_text_id(tokenizer) if eos_id is None else eos_id
+    return _TextRequest(list(prompts), ids, settings, stop, eos, limit, decoding or {})
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -285,16 +314,22 @@ def generate(
     strict: bool = False,
     eos_id: int | None = None,
     allow_special: bool = False,
+    fast: bool = False,
+    compile: bool | None = None,
+    timings: Timings | None = None,
+    progress=None,
 ) -> str | list[str]:
     """The text the model writes after `prompt` (a list of prompts gives a list, generated as one batch).
 
     Generation ends after `max_new_tokens`, at the end-of-text token, or at a stop string (matched on
     the decoded text, across token boundaries; not included in the result). `seed` makes sampling
     reproducible. Temperature 0 is greedy. strict=True raises instead of sliding past the context.
+    fast, compile, timings, progress: how to decode, and what it cost (see `generate_ids`).
     """
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
-    request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
+    decoding = dict(fast=fast, compile=compile, timings=timings, progress=progress)
+    request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
     new_ids: list[list[int]] = [[] for _ in prompts]
     # Each row's text grows one token at a time and only its new end is searched: linear, not quadratic.
     texts = [IncrementalText(tokenizer) for _ in prompts]
@@ -307,7 +342,7 @@ def generate(
 
     for step in generate_ids(
         model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
-        stop_check=stop_check if request.stop else None, vocab_limit=request.vocab_limit,
+        stop_check=stop_check if request.stop else None, vocab_limit=request.vocab_limit, **request.decoding,
     ):
         for row, token in enumerate(step):
             if token is not None:
@@ -334,6 +369,10 @@ def stream(
     allow_special: bool = False,
     top_logprobs: int | None = None,
     max_seconds: float | None = None,
+    fast: bool = False,
+    compile: bool | None = None,
+    timings: Timings | None = None,
+    progress=None,
 ) -> "TextStream":
     """Like `generate` for one prompt, yielding text as it comes; the pieces join to `generate`'s result.
 
@@ -345,5 +384,6 @@ def stream(
     """
     from lanterne.generation.streaming import TextStream
 
-    request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special)
+    decoding = dict(fast=fast, compile=compile, timings=timings, progress=progress)
+    request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
     return TextStream(model, tokenizer, request, max_new_tokens, seed, strict=strict, top_logprobs=top_logprobs, max_seconds=max_seconds)

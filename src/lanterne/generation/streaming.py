@@ -84,7 +84,7 @@ class TextStream:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         steps = generate_ids(
             model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
-            vocab_limit=request.vocab_limit, on_scores=None if top_logprobs is None else record_scores,
+            vocab_limit=request.vocab_limit, on_scores=None if top_logprobs is None else record_scores, **request.decoding,
         )
         self.finish_reason, sent = "length", 0
         try:

@@ -177,6 +177,13 @@ def quantize_model(model: nn.Module, weights: str, int4_blocks: dict | None = No
     if weights not in ("int8", "int4", "auto"):
         raise ConfigError(f"quantize_model takes int8, int4 or auto, not {weights!r}")
     int4_blocks = int4_blocks or {}
+    if weights == "int4":
+        narrow = [name for name, child in model.named_modules() if isinstance(child, nn.Linear) and child.in_features % GROUP_SIZE]
+        if narrow:
+            raise ConfigError(
+                f"int4 needs rows of a multiple of {GROUP_SIZE} weights; {narrow[0]} has {model.get_submodule(narrow[0]).in_features}: "
+                f"choose one of {', '.join(choice for choice in WEIGHT_CHOICES if choice != 'int4')}"
+            )
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if not isinstance(child, nn.Linear):
@@ -187,8 +194,8 @@ def quantize_model(model: nn.Module, weights: str, int4_blocks: dict | None = No
                 layout = output or ("int8" if weights == "auto" else weights)
             elif weights == "auto":
                 layout = "int4" if f"{full}.weight" in int4_blocks else "int8"
-            if layout == "int4" and child.in_features % GROUP_SIZE:
-                layout = "int8"  # rows that do not split into groups of 32
+            if layout == "int4" and (child.in_features % GROUP_SIZE or child.out_features % 16):
+                layout = "int8"  # rows that do not split into groups of 32, or a row count the kernel cannot pack
             bias = child.bias
             if layout == "int4" and f"{full}.weight" in int4_blocks:
                 quantized = Int4Linear(*int4_blocks[f"{full}.weight"], bias)

@@ -84,6 +84,10 @@ class GPTOutput:
 class GPT(nn.Module):
     """A decoder-only Transformer language model (GPT-2 architecture)."""
 
+    # Set by `quantized_linear.quantize_model`: the layout ('int8', 'int4', 'auto') of its quantised
+    # layers. Such a model is for inference: inspection and training need full-precision weights.
+    quantized: str | None = None
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -157,6 +161,11 @@ class GPT(nn.Module):
         last_only: logits for the last position only, (batch, 1, vocab_size): all generation needs.
         """
         past_length = cache.length if cache is not None else 0
+        if self.quantized and (inspect or torch.is_grad_enabled() and targets is not None and self.training):
+            raise ModelInputError(
+                f"this model holds quantised weights ({self.quantized}), for generation only; inspection and training "
+                "read full-precision weights: load it with weights='fp32' (--weights fp32)"
+            )
         if check:
             self.check_ids(ids, past_length)
         time = ids.shape[1]
