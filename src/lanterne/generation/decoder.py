@@ -181,8 +181,13 @@ class Decoder:
         if waiting:
             if any(self.room(index) <= 0 for index in waiting):
                 raise GenerationError(f"a sequence reached this decoder's {self.max_length} positions; remove it")
+            # The step runs every slot. One that is not reading a token writes a throwaway key/value at
+            # the next position it will fill, which its own next token overwrites before anyone reads it
+            # (in a ring buffer, that index holds a position the window no longer sees); a free slot at 0.
             tokens = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
             positions = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
+            for index in self.active:
+                positions[index] = min(len(self.slots[index].ids), self.max_length - 1)
             for index in waiting:
                 tokens[index], positions[index] = self.slots[index].ids[-1], self.slots[index].position
             logits = self._run(tokens, positions)
