@@ -1,11 +1,24 @@
-"""Real-model benchmark: Gemma 3 270M and SmolLM2-135M (the packaged GGUF files), Lanterne beside transformers.
+"""Real-model benchmark: Gemma 3 270M and SmolLM2-135M (the packaged GGUF files), Lanterne beside llama.cpp.
 
-For each installed model, in one run: load time (first, which dequantises, and cached), prefill
-tokens/s on 512 tokens, and decode tokens/s at batch 1 (128 greedy tokens after a 32-token prompt)
-in fp32 and bf16, against `transformers` reading the same GGUF file and against the memory-bandwidth
-bound (every weight read once per token). Writes a JSON.
+For each installed model, in one run, on the same file, the same threads and the same prompt ids:
+- decode: 128 greedy tokens after a 32-token prompt, Lanterne as `lanterne generate` runs by default
+  (weights 'auto', the compiled step) against llama.cpp (`llama-cpp-python`, in a subprocess);
+- prefill of a 512-token prompt, both;
+- aggregate decode of 16 sequences at once in 16 slots, against one;
+- bytes read per token, and the share of the machine's measured read bandwidth that reaches;
+- quality of 'auto' against the 'fp32' reference on held-out French and English text (../shared/data):
+  same top-1 token at teacher-forced positions, mean KL divergence; the slide sentence's greedy text.
+Writes a JSON. llama.cpp's row is skipped, with the reason, when `llama_cpp` is not installed:
 
-    python benchmarks/models.py [--out benchmarks/results/models.json] [--repeat 3] [--models smollm2-135m-instruct ...]
+    CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36
+
+On a CPU with AMX (Sapphire Rapids and later) that build crashed here in ggml's AMX matrix product
+(SIGSEGV at `ldtilecfg`); building without AMX instructions works and keeps AVX-512/VNNI/BF16:
+
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' \
+                -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'" pip install llama-cpp-python==0.3.36
+
+    python benchmarks/models.py [--out benchmarks/results/models.json] [--threads 2] [--models gemma-3-270m ...]
 """
 
 from __future__ import annotations
@@ -15,100 +28,220 @@ import datetime
 import importlib.util
 import json
 import platform
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
-import torch  # noqa: E402
-
-from lanterne.files import atomic_write_text  # noqa: E402
-from lanterne.interop.gguf import load_gguf  # noqa: E402
-from lanterne.models import NAMED_MODELS, is_installed, model_file  # noqa: E402
+PROMPT_TOKENS, NEW_TOKENS, PREFILL_TOKENS, SLOTS = 32, 128, 512, 16
+SLIDE = "Le soleil se lève à l'est et se couche à"
+GOALS = {"decode_vs_llama_cpp": 1.0, "prefill_vs_llama_cpp": 1.0, "slots_16_vs_one": 6.0, "top1_agreement": 0.95}
 
 
-def _generation_benchmark():
-    """benchmarks/generation.py, whose timing helpers this script shares (loaded by path: the folder
-    is kept off sys.path, where our tokenizers.py would hide HuggingFace's package)."""
-    spec = importlib.util.spec_from_file_location("generation_benchmark", _HERE / "generation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# -- the peer, in its own process (its OpenMP threads and torch's never meet) -----------------------
 
 
-shared = _generation_benchmark()
-PREFILL_TOKENS = 512
-GOALS = {"decode_bf16_vs_transformers": 1.5, "prefill_vs_transformers": 1.0, "cached_load_seconds": 2.0}
+def llama_cpp_peer(path: str, prompt: list[int], threads: int, repeat: int) -> dict:
+    """llama.cpp's prefill and decode speeds and greedy tokens; run as `models.py --llama-cpp-peer`."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False, seed=0)
+    long_prompt = (prompt * (PREFILL_TOKENS // len(prompt) + 1))[:PREFILL_TOKENS]
+    prefill, decode, tokens = [], [], []
+    for _ in range(repeat):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(long_prompt)
+        prefill.append(time.perf_counter() - start)
+        llm.reset()
+        llm.eval(prompt)
+        tokens = []
+        start = time.perf_counter()
+        for _ in range(NEW_TOKENS):  # greedy: the likeliest id, read back, as llama.cpp's own loop does
+            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            tokens.append(token)
+            llm.eval([token])
+        decode.append(time.perf_counter() - start)
+    return {"prefill_tokens_per_s": PREFILL_TOKENS / min(prefill), "decode_tokens_per_s": NEW_TOKENS / min(decode), "tokens": tokens}
 
 
-def load_transformers(path: Path, dtype: torch.dtype):
-    import transformers
-
-    return transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
-
-
-@torch.inference_mode()
-def hf_prefill_speed(hf, vocab_size: int, length: int, repeat: int) -> float:
-    ids = torch.randint(0, vocab_size, (1, length))
-    return length / shared.best_of(lambda: hf(ids, use_cache=True, logits_to_keep=1), repeat, torch.device("cpu"))
+def run_llama_cpp(path: Path, prompt: list[int], threads: int, repeat: int) -> dict:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return {"skipped": 'llama-cpp-python is not installed: CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36'}
+    command = [sys.executable, __file__, "--llama-cpp-peer", str(path), json.dumps(prompt), str(threads), str(repeat)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"skipped": f"llama.cpp failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['no message'])[-1]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def benchmark_model(name: str, repeat: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="lanterne-bench-") as folder:  # a fresh cache: the first load is a real first load
-        return _benchmark_model(name, repeat, Path(folder))
+# -- Lanterne -----------------------------------------------------------------------------------
 
 
-def _benchmark_model(name: str, repeat: int, cache: Path) -> dict:
-    path = model_file(name, cache)
-    start = time.perf_counter()
-    load_gguf(path, cache)
-    first_load = time.perf_counter() - start
-    start = time.perf_counter()
-    ours, _ = load_gguf(path, cache)
-    cached_load = time.perf_counter() - start
-    start = time.perf_counter()
-    hf = load_transformers(path, torch.float32)
-    hf_load = time.perf_counter() - start
-    result = {"file": path.name, "load_seconds": {"ours_first": first_load, "ours_cached": cached_load, "transformers": hf_load}}
-    bandwidth = shared.memory_bandwidth(torch.device("cpu"))
-    torch.manual_seed(0)
-    prompt = torch.randint(0, ours.config.vocab_size, (1, shared.PROMPT_TOKENS))
-    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        ours, hf = ours.to(dtype), hf.to(dtype)
-        decode = shared.decode_speed(ours, hf, prompt, repeat, torch.device("cpu"))
-        bound = bandwidth / shared.weight_bytes(ours)
+def best_of(run, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bytes_per_token(model) -> int:
+    """Bytes a decoded token reads: every layer's weights as the kernels hold them, norms; one embedding row."""
+    import torch
+
+    from lanterne.model.quantized_linear import Int4Linear, Int8Linear
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            total += module.out_features * module.in_features // 2 + module.scales.numel() * 2 * 2  # 4 bits; bf16 scale + zero
+        elif isinstance(module, Int8Linear):
+            total += module.values.numel() + module.scales.numel() * 4
+        elif isinstance(module, torch.nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+        elif isinstance(module, torch.nn.Embedding):
+            total += module.weight.shape[1] * module.weight.element_size()
+            if module is getattr(model.lm_head, "weight", None):  # tied and not quantised: the output layer reads it all
+                total += module.weight.numel() * module.weight.element_size()
+        elif "norm" in type(module).__name__.lower():
+            total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
+    return total
+
+
+def held_out_ids(tokenizer, tokens: int) -> dict[str, list[int]]:
+    """The last `tokens` ids of the final tenth of each shared text (the part training runs hold out)."""
+    folder = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    texts = {"fr": folder / "miserables_fr.txt", "en": folder / "tinyshakespeare.txt"}
+    found = {}
+    for language, path in texts.items():
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            tail = text[int(len(text) * 0.9):][:20000]
+            found[language] = tokenizer.encode(tail)[:tokens]
+    return found
+
+
+def quality(reference, quantised, tokenizer, tokens: int = 512) -> dict:
+    """Teacher-forced: how often `quantised` picks `reference`'s top-1 token, and the mean KL(reference ‖ quantised)."""
+    import torch
+
+    result = {}
+    for language, ids in held_out_ids(tokenizer, tokens).items():
         with torch.inference_mode():
-            ours_prefill = shared.prefill_speed(ours, PREFILL_TOKENS, repeat, torch.device("cpu"))
-        hf_prefill = hf_prefill_speed(hf, ours.config.vocab_size, PREFILL_TOKENS, repeat)
-        result[label] = {
-            **decode,
-            "bandwidth_bound_tokens_per_s": bound,
-            "ours_fraction_of_bound": decode["ours_tokens_per_s"] / bound,
-            "ours_prefill_tokens_per_s": ours_prefill,
-            "hf_prefill_tokens_per_s": hf_prefill,
-            "prefill_ratio": ours_prefill / hf_prefill,
+            batch = torch.tensor([ids])
+            expected = reference(batch).logits[0].float().log_softmax(-1)
+            got = quantised(batch).logits[0].float().log_softmax(-1)
+        result[language] = {
+            "positions": len(ids),
+            "top1_agreement": float((expected.argmax(-1) == got.argmax(-1)).float().mean()),
+            "mean_kl": float((expected.exp() * (expected - got)).sum(-1).mean()),
         }
-    result["goals"] = {
-        "decode_bf16_vs_transformers": result["bf16"]["speedup"] >= GOALS["decode_bf16_vs_transformers"],
-        "prefill_vs_transformers": min(result["fp32"]["prefill_ratio"], result["bf16"]["prefill_ratio"]) >= GOALS["prefill_vs_transformers"],
-        "cached_load_seconds": cached_load <= GOALS["cached_load_seconds"],
+    return result
+
+
+def benchmark_model(name: str, threads: int, repeat: int) -> dict:
+    import torch
+
+    from lanterne.checkpoints import load
+    from lanterne.generation import SamplingSettings, Timings, generate, generate_ids
+    from lanterne.generation.decoder import decoder_for
+    from lanterne.models import model_file
+    from lanterne.tokenization.tiktoken_files import cache_folder
+
+    torch.set_num_threads(threads)
+    path = model_file(name, cache_folder())
+    model, tokenizer = load(name)  # weights='auto', as every command loads by default
+    reference, _ = load(name, weights="fp32")
+    greedy = SamplingSettings(temperature=0)
+    prompt = torch.randint(1000, 20000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def decode(timings=None):
+        return [step[0] for step in generate_ids(model, [prompt], NEW_TOKENS, greedy, fast=True, timings=timings)]
+
+    start = time.perf_counter()
+    first = Timings()
+    decode(first)  # compiles the step, or reads it from the on-disk cache
+    first_seconds = time.perf_counter() - start
+    runs = []
+    for _ in range(repeat):
+        timings = Timings()
+        tokens = decode(timings)
+        runs.append(timings)
+    decode_speed = max(run.decode_tokens_per_second for run in runs)
+    long_prompt = (prompt * (PREFILL_TOKENS // PROMPT_TOKENS + 1))[:PREFILL_TOKENS]
+    prefill = []
+    for _ in range(repeat):
+        timings = Timings()
+        list(generate_ids(model, [long_prompt], 1, greedy, fast=True, compile=False, timings=timings))
+        prefill.append(timings.prefill_tokens_per_second)
+
+    decoder = decoder_for(model, SLOTS, PROMPT_TOKENS + NEW_TOKENS, compile=True)
+    for slot in range(SLOTS):
+        decoder.add(prompt[slot:] + prompt[:slot], greedy)
+    decoder.step()
+    decoder.step()  # compiled
+    steps = 64
+    seconds = best_of(lambda: [decoder.step() for _ in range(steps)], 1)
+    for slot in decoder.active:
+        decoder.remove(slot)
+    slots_speed = SLOTS * steps / seconds
+
+    bandwidth_data = torch.ones(2**28)
+    bandwidth = bandwidth_data.numel() * 4 / best_of(bandwidth_data.sum, 5)
+    read = bytes_per_token(model)
+    slide = generate(model, tokenizer, SLIDE, max_new_tokens=8, temperature=0, fast=True)
+    peer = run_llama_cpp(path, prompt, threads, repeat)
+    result = {
+        "file": path.name,
+        "weights": model.quantized or "as stored",
+        "lanterne": {
+            "decode_tokens_per_s": decode_speed,
+            "prefill_tokens_per_s": max(prefill),
+            "slots_16_tokens_per_s": slots_speed,
+            "slots_16_vs_one": slots_speed / decode_speed,
+            "first_generation_seconds": first_seconds,
+            "compile_seconds": first.compile_s,
+            "bytes_per_token": read,
+            "read_bandwidth_bytes_per_s": bandwidth,
+            "bandwidth_share": read * decode_speed / bandwidth,
+            "tokens": tokens,
+        },
+        "quality_auto_vs_fp32": quality(reference, model, tokenizer),
+        "slide": {"sentence": SLIDE, "greedy": slide},
+        "llama_cpp": peer,
     }
+    if "skipped" not in peer:
+        result["ratios"] = {
+            "decode": decode_speed / peer["decode_tokens_per_s"],
+            "prefill": max(prefill) / peer["prefill_tokens_per_s"],
+            "same_greedy_tokens_before_first_difference": next(
+                (i for i, (a, b) in enumerate(zip(tokens, peer["tokens"])) if a != b), NEW_TOKENS
+            ),
+        }
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lanterne.files import atomic_write_text
+    from lanterne.models import NAMED_MODELS, is_installed
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/models.json"))
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--models", nargs="*", default=list(NAMED_MODELS))
+    parser.add_argument("--models", nargs="*", default=["gemma-3-270m", "smollm2-135m-instruct"])
     args = parser.parse_args(argv)
+    import torch
+
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "settings": {"prompt_tokens": shared.PROMPT_TOKENS, "new_tokens": shared.NEW_TOKENS, "prefill_tokens": PREFILL_TOKENS, "repeat": args.repeat},
+        "machine": {"platform": platform.platform(), "processor": _processor(), "torch": torch.__version__, "threads": args.threads},
+        "settings": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "prefill_tokens": PREFILL_TOKENS, "slots": SLOTS},
         "goals": GOALS,
         "models": {},
     }
@@ -117,23 +250,39 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: not installed ({NAMED_MODELS[name].install}); skipped")
             continue
         print(f"{name} ...", flush=True)
-        row = report["models"][name] = benchmark_model(name, args.repeat)
-        loads = row["load_seconds"]
-        print(f"  load: ours first {loads['ours_first']:.1f} s, cached {loads['ours_cached']:.2f} s; transformers {loads['transformers']:.1f} s")
-        for label in ("fp32", "bf16"):
-            figures = row[label]
-            print(
-                f"  {label}: decode ours {figures['ours_tokens_per_s']:.1f} tok/s (plain {figures['ours_plain_tokens_per_s']:.1f}),"
-                f" transformers {figures['hf_tokens_per_s']:.1f} ({figures['speedup']:.2f}x), bound {figures['bandwidth_bound_tokens_per_s']:.0f}"
-                f" ({figures['ours_fraction_of_bound']:.0%}); prefill {figures['ours_prefill_tokens_per_s']:.0f} vs"
-                f" {figures['hf_prefill_tokens_per_s']:.0f} tok/s ({figures['prefill_ratio']:.2f}x); same tokens: {figures['same_tokens_as_hf']}"
-            )
-        print(f"  goals: {row['goals']}")
+        row = report["models"][name] = benchmark_model(name, args.threads, args.repeat)
+        ours, peer = row["lanterne"], row["llama_cpp"]
+        print(f"  lanterne ({row['weights']}): decode {ours['decode_tokens_per_s']:.1f} tok/s, prefill {ours['prefill_tokens_per_s']:.0f} tok/s, "
+              f"16 slots {ours['slots_16_tokens_per_s']:.0f} tok/s ({ours['slots_16_vs_one']:.1f}x one); "
+              f"{ours['bytes_per_token'] / 1e6:.0f} MB/token = {ours['bandwidth_share']:.0%} of {ours['read_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s")
+        if "skipped" in peer:
+            print(f"  llama.cpp: skipped ({peer['skipped']})")
+        else:
+            ratios = row["ratios"]
+            print(f"  llama.cpp: decode {peer['decode_tokens_per_s']:.1f} tok/s, prefill {peer['prefill_tokens_per_s']:.0f} tok/s; "
+                  f"ratios decode {ratios['decode']:.2f}x, prefill {ratios['prefill']:.2f}x; "
+                  f"same greedy tokens for the first {ratios['same_greedy_tokens_before_first_difference']}")
+        for language, figures in row["quality_auto_vs_fp32"].items():
+            print(f"  quality {language}: top-1 agreement {figures['top1_agreement']:.1%}, mean KL {figures['mean_kl']:.4f} nats")
+        print(f"  slide: {row['slide']['greedy']!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"written: {args.out}")
     return 0
 
 
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "--llama-cpp-peer":
+        print(json.dumps(llama_cpp_peer(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        sys.exit(0)
     sys.exit(main())

@@ -108,3 +108,38 @@ def test_an_argument_that_is_not_utf8_is_one_line():
     assert done.returncode == 1
     err = done.stderr.decode()
     assert err.count("\n") == 1 and "not valid UTF-8 (byte 0xe9 at character 3)" in err and "Traceback" not in err
+
+
+def test_generate_reports_its_timings(capsys):
+    result = run_json(capsys, "generate", "Le soleil", "--model", "lanterne-mini", "--max-new-tokens", "5", "--temperature", "0",
+                      "--no-compile", "--weights", "int8")
+    timings = result["timings"]
+    assert set(timings) >= {"load_s", "prefill_tokens", "prefill_s", "decode_tokens", "decode_s"}
+    assert timings["prefill_tokens"] > 0 and 1 <= timings["decode_tokens"] <= 5 and timings["load_s"] > 0
+    assert result["weights"] == "int8"
+    assert main(["generate", "Le soleil", "--model", "lanterne-mini", "--max-new-tokens", "3", "--no-compile", "--verbose", "--seed", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "load " in err and "tok/s" in err and "decode " in err
+
+
+def test_weights_are_chosen_on_every_model_command(capsys):
+    plain = run_json(capsys, "generate", "Le soleil", "--model", "lanterne-mini", "--max-new-tokens", "6", "--temperature", "0", "--plain")
+    fast = run_json(capsys, "generate", "Le soleil", "--model", "lanterne-mini", "--max-new-tokens", "6", "--temperature", "0",
+                    "--weights", "fp32", "--no-compile")
+    assert fast["text"] == plain["text"] and plain["weights"] == "float32"
+    assert run_json(capsys, "generate", "Le soleil", "--model", "lanterne-mini", "--max-new-tokens", "3", "--weights", "int4",
+                    "--no-compile", "--seed", "0")["weights"] == "int4"
+    # Commands that look inside the model read full-precision weights, and say so.
+    assert main(["predict", "Le soleil", "--model", "lanterne-mini", "--weights", "int8"]) == 1
+    err = capsys.readouterr().err
+    assert "full-precision" in err and "auto, fp32, bf16" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"\x8a\x01 not a model at all " * 4])
+def test_a_gguf_name_on_another_kind_of_file_is_named(content, tmp_path, capsys):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    assert main(["generate", "hi", "--model", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "not a GGUF file (it does not start with GGUF's magic bytes)" in err and err.count("\n") == 1
+    assert path.read_bytes() == content

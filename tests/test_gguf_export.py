@@ -91,7 +91,7 @@ def test_a_quantised_export_reads_the_same_in_transformers_and_lanterne(dtype, t
     path = save_gguf(model, tokenizer, tmp_path / f"model-{dtype}.gguf", dtype=dtype)
     assert path.stat().st_size < full.stat().st_size
     theirs, _ = transformers_gguf(path)
-    loaded, _ = lanterne.load(path)
+    loaded, _ = lanterne.load(path, weights="fp32")
     batch = torch.tensor([tokenizer.encode(STRESS, allowed_special="all")])
     with torch.no_grad():
         ours, reference, original = loaded(batch).logits, theirs(batch).logits, model(batch).logits
@@ -123,7 +123,7 @@ def test_a_model_trained_from_the_cli_exports_and_loads_back(tmp_path, tokenizer
     batch = torch.tensor([ids[:32]])
     with torch.no_grad():
         torch.testing.assert_close(theirs(batch).logits, original(batch).logits, atol=1e-4, rtol=0)
-    exported, _ = lanterne.load(out)
+    exported, _ = lanterne.load(out, weights="fp32")
     assert exported.config.n_kv_heads == 1 and exported.config.vocab_size == original.config.vocab_size
 
 

