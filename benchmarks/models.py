@@ -56,14 +56,14 @@ def llama_cpp_peer(path: str, prompt: list[int], threads: int, repeat: int) -> d
         start = time.perf_counter()
         llm.eval(long_prompt)
         prefill.append(time.perf_counter() - start)
-        llm.reset()
-        llm.eval(prompt)
         tokens = []
-        start = time.perf_counter()
-        for _ in range(NEW_TOKENS):  # greedy: the likeliest id, read back, as llama.cpp's own loop does
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
-            tokens.append(token)
-            llm.eval([token])
+        # llama.cpp's own loop, greedy; timed from the first new token, so the prompt is not counted.
+        for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+            tokens.append(int(token))
+            if len(tokens) == 1:
+                start = time.perf_counter()
+            if len(tokens) == NEW_TOKENS + 1:
+                break
         decode.append(time.perf_counter() - start)
     return {"prefill_tokens_per_s": PREFILL_TOKENS / min(prefill), "decode_tokens_per_s": NEW_TOKENS / min(decode), "tokens": tokens}
 

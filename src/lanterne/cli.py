@@ -434,7 +434,7 @@ def command_generate(args: argparse.Namespace) -> None:
     if args.json:
         _print_json({
             "prompt": args.prompt, "text": text, **{k: v for k, v in options.items() if k != "stop"}, "stop": list(args.stop or []),
-            "weights": model.quantized or str(next(model.parameters()).dtype).removeprefix("torch."), "timings": timings.as_dict(),
+            "weights": getattr(model, "quantized", None) or str(next(model.parameters()).dtype).removeprefix("torch."), "timings": timings.as_dict(),
         })
     else:
         print(shown + text)

@@ -9,6 +9,7 @@ keyed by the file's SHA-256, and later loads memory-map it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class GGUFContents:
     # Weights the file stores in 4-bit blocks (Q4_0, Q4_1, Q4_K), as int4 groups of 32, exactly:
     # Lanterne name -> (q (out, in) uint8 0..15, scales, zeros (out, in / 32) fp32), w = (q - 8) * scale + zero.
     int4_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+    # Lanterne names of the weights the file stores quantised (not F32, F16 or BF16): what 'auto' keeps quantised.
+    quantized: set[str] = None
 
 
 def open_gguf(path: str | os.PathLike):
@@ -200,6 +203,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
     architecture = metadata["general.architecture"]
     raw: dict[str, torch.Tensor] = {}
     raw_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    stored_quantized = {tensor.name for tensor in reader.tensors if tensor.tensor_type.name not in ("F32", "F16", "BF16")}
     for tensor in reader.tensors:
         groups = int4_groups_of(tensor)
         if groups is not None:
@@ -215,6 +219,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         raw[tensor.name] = torch.from_numpy(array if array.flags.writeable else array.copy())  # F32 data is the read-only file
     tensors: dict[str, torch.Tensor] = {}
     int4_groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    quantized: set[str] = set()
     for layer in range(config.n_layers if architecture != "gpt2" else 0):  # GPT-2 files keep qkv joined
         names = [f"blk.{layer}.{part}.weight" for part in _QKV]
         parts = [raw.pop(name, None) for name in names]
@@ -227,6 +232,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
                 if blocks[index] is not None:  # the same rows, in the same new order
                     blocks[index] = tuple(unpermute_rotary(part, heads) for part in blocks[index])
         tensors[f"blocks.{layer}.attention.qkv.weight"] = torch.cat(parts, dim=0)
+        if any(name in stored_quantized for name in names):
+            quantized.add(f"blocks.{layer}.attention.qkv.weight")
         if all(part is not None for part in blocks):  # one layout for the joined matrix
             int4_groups[f"blocks.{layer}.attention.qkv.weight"] = tuple(torch.cat(pieces, dim=0) for pieces in zip(*blocks))
     for name, tensor in raw.items():
@@ -238,12 +245,15 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
         tensors[lanterne_name] = tensor
         if name in raw_groups:
             int4_groups[lanterne_name] = raw_groups[name]
+        if name in stored_quantized:
+            quantized.add(lanterne_name)
     if "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"], tensors.get("embeddings.token.weight", torch.empty(0))):
         config = config.with_changes(tie_embeddings=False)
     else:
         tensors.pop("lm_head.weight", None)  # llama.cpp's GPT-2 files repeat the token embedding as the output layer
         int4_groups.pop("lm_head.weight", None)
-    return GGUFContents(config, tensors, metadata, int4_groups)
+        quantized.discard("lm_head.weight")
+    return GGUFContents(config, tensors, metadata, int4_groups, quantized)
 
 
 def _lanterne_name(gguf_name: str) -> str | None:
@@ -304,7 +314,7 @@ def load_gguf(
     check_weights_choice(weights)
     path = Path(path)
     folder = cache_folder / "gguf" / (sha256 or file_sha256(path)) if cache_folder is not None else None
-    int4_groups = None
+    int4_groups = quantized = None
     if folder is not None and all((folder / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json")):
         from safetensors.torch import load_file
 
@@ -313,31 +323,35 @@ def load_gguf(
             tensors = load_file(str(folder / "model.safetensors"))
             tokenizer = load_tokenizer(folder / "tokenizer.json")
             if weights in ("auto", "int4") and (folder / INT4_GROUPS_FILE).is_file():
-                int4_groups = _unpack_groups(load_file(str(folder / INT4_GROUPS_FILE)))
+                int4_groups, quantized = _read_groups(folder / INT4_GROUPS_FILE)
         except (LanterneError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"the cached copy of {path.name} in {folder} is damaged ({error}); delete that folder") from None
         model = _build(config, tensors, str(path))
-        if weights in ("auto", "int4") and int4_groups is None:  # a cache written before 4-bit groups were kept
-            int4_groups = read_gguf(path).int4_groups
-            _write_groups(folder, int4_groups)
+        if weights in ("auto", "int4") and (int4_groups is None or quantized is None):  # a cache from before they were kept
+            contents = read_gguf(path)
+            int4_groups, quantized = contents.int4_groups, contents.quantized
+            _write_groups(folder, int4_groups, quantized)
     else:
         contents = read_gguf(path)
         model = _build(contents.config, contents.tensors, str(path))  # a header that does not match the tensors fails here...
         tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # ... and an unreadable tokenizer here: nothing cached
         tokenizer.chat_template = contents.metadata.get("tokenizer.chat_template")
         if folder is not None:
-            _write_groups(folder, contents.int4_groups)
+            _write_groups(folder, contents.int4_groups, contents.quantized)
             _write_cache(folder, contents.config, contents.tensors, tokenizer)
-        int4_groups = contents.int4_groups
+        int4_groups, quantized = contents.int4_groups, contents.quantized
     if weights == "bf16":
         return model.to(torch.bfloat16), tokenizer
     if weights == "fp32":
         return model.to(dtype), tokenizer
-    return quantize_model(model, weights, int4_groups if weights == "auto" else None), tokenizer
+    if weights == "auto":  # what the file stores quantised stays so (its 4-bit blocks exactly); the rest as stored
+        return quantize_model(model, "auto", int4_groups, only=quantized).to(dtype), tokenizer
+    return quantize_model(model, weights), tokenizer
 
 
-def _write_groups(folder: Path, groups: dict) -> None:
-    """The 4-bit groups, two integers a byte, in `folder`/int4-groups.safetensors (written before config.json)."""
+def _write_groups(folder: Path, groups: dict, quantized: set[str]) -> None:
+    """The 4-bit groups, two integers a byte, in `folder`/int4-groups.safetensors (written before config.json),
+    with the names of the weights the file stores quantised in its metadata."""
     from safetensors.torch import save_file
 
     packed = {}
@@ -347,9 +361,19 @@ def _write_groups(folder: Path, groups: dict) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / INT4_GROUPS_FILE) as temporary:
-            save_file(packed, str(temporary))
+            save_file(packed, str(temporary), metadata={"quantized": json.dumps(sorted(quantized))})
     except OSError as error:
         warnings.warn(f"the 4-bit groups could not be cached in {folder} ({error}); the next load reads the file again")
+
+
+def _read_groups(path: Path) -> tuple[dict, set[str] | None]:
+    """The 4-bit groups and the quantised names `_write_groups` stored (None for a file written without them)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as stored:
+        names = (stored.metadata() or {}).get("quantized")
+    return _unpack_groups(load_file(str(path))), None if names is None else set(json.loads(names))
 
 
 def _unpack_groups(packed: dict[str, torch.Tensor]) -> dict:

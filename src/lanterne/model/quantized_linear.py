@@ -165,18 +165,23 @@ def check_weights_choice(weights: str) -> str:
     return weights
 
 
-def quantize_model(model: nn.Module, weights: str, int4_blocks: dict | None = None, output: str | None = None) -> nn.Module:
+def quantize_model(
+    model: nn.Module, weights: str, int4_blocks: dict | None = None, output: str | None = None, only: set[str] | None = None
+) -> nn.Module:
     """Swap every linear layer of a GPT for a quantised one, in place; returns the model (for inference only).
 
     weights: 'int8' or 'int4' everywhere, or 'auto': int4 where the file already stored 4-bit groups
     (`int4_blocks`: name -> (q, scales, zeros), taken as they are, exactly), int8 elsewhere. output:
     the layout of the output layer ('int8' or 'int4'; default: as `weights`, int8 for 'auto').
-    A tied output layer is untied: the token embedding keeps its full-precision rows.
+    A tied output layer is untied: the token embedding keeps its full-precision rows. only: the
+    weights to quantise ('blocks.0.attention.qkv.weight', ...; a tied output layer is
+    'embeddings.token.weight'), the others kept as they are; None: every linear layer.
     """
     check_weights_choice(weights)
     if weights not in ("int8", "int4", "auto"):
         raise ConfigError(f"quantize_model takes int8, int4 or auto, not {weights!r}")
     int4_blocks = int4_blocks or {}
+    swapped = False
     if weights == "int4":
         narrow = [name for name, child in model.named_modules() if isinstance(child, nn.Linear) and child.in_features % GROUP_SIZE]
         if narrow:
@@ -189,6 +194,11 @@ def quantize_model(model: nn.Module, weights: str, int4_blocks: dict | None = No
             if not isinstance(child, nn.Linear):
                 continue
             full = f"{name}.{child_name}" if name else child_name
+            weight_name = f"{full}.weight"
+            if full == "lm_head" and getattr(getattr(model, "config", None), "tie_embeddings", False):
+                weight_name = "embeddings.token.weight"
+            if only is not None and weight_name not in only:
+                continue
             layout = weights
             if full == "lm_head":
                 layout = output or ("int8" if weights == "auto" else weights)
@@ -204,5 +214,7 @@ def quantize_model(model: nn.Module, weights: str, int4_blocks: dict | None = No
             else:
                 quantized = Int8Linear.from_weight(child.weight.detach(), bias)
             setattr(module, child_name, quantized)
-    model.quantized = weights
+            swapped = True
+    if swapped:
+        model.quantized = weights
     return model
