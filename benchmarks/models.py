@@ -44,8 +44,9 @@ GOALS = {"decode_vs_llama_cpp": 1.0, "prefill_vs_llama_cpp": 1.0, "slots_16_vs_o
 # -- the peer, in its own process (its OpenMP threads and torch's never meet) -----------------------
 
 
-def llama_cpp_peer(path: str, prompt: list[int], threads: int, repeat: int) -> dict:
-    """llama.cpp's prefill and decode speeds and greedy tokens; run as `models.py --llama-cpp-peer`."""
+def llama_cpp_peer(path: str, prompt: list[int], threads: int, repeat: int, held_out: dict[str, list[int]]) -> dict:
+    """llama.cpp's prefill and decode speeds, greedy tokens, and its top-1 token at every position of the
+    held-out texts (its own quantised arithmetic, for the quality comparison); run as `models.py --llama-cpp-peer`."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False, seed=0)
@@ -65,14 +66,25 @@ def llama_cpp_peer(path: str, prompt: list[int], threads: int, repeat: int) -> d
             if len(tokens) == NEW_TOKENS + 1:
                 break
         decode.append(time.perf_counter() - start)
-    return {"prefill_tokens_per_s": PREFILL_TOKENS / min(prefill), "decode_tokens_per_s": NEW_TOKENS / min(decode), "tokens": tokens}
+    del llm
+    top1 = {}
+    if held_out:
+        import numpy as np
+
+        every = Llama(model_path=path, n_threads=threads, n_ctx=1024, n_batch=512, logits_all=True, verbose=False)
+        for language, ids in held_out.items():
+            every.reset()
+            every.eval(ids)
+            top1[language] = np.asarray(every.scores[: len(ids)]).argmax(-1).tolist()
+    return {"prefill_tokens_per_s": PREFILL_TOKENS / min(prefill), "decode_tokens_per_s": NEW_TOKENS / min(decode), "tokens": tokens,
+            "held_out_top1": top1}
 
 
-def run_llama_cpp(path: Path, prompt: list[int], threads: int, repeat: int) -> dict:
+def run_llama_cpp(path: Path, prompt: list[int], threads: int, repeat: int, held_out: dict[str, list[int]]) -> dict:
     if importlib.util.find_spec("llama_cpp") is None:
         return {"skipped": 'llama-cpp-python is not installed: CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36'}
     command = [sys.executable, __file__, "--llama-cpp-peer", str(path), json.dumps(prompt), str(threads), str(repeat)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, input=json.dumps(held_out))
     if done.returncode != 0:
         return {"skipped": f"llama.cpp failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['no message'])[-1]}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -138,6 +150,7 @@ def quality(reference, quantised, tokenizer, tokens: int = 512) -> dict:
             got = quantised(batch).logits[0].float().log_softmax(-1)
         result[language] = {
             "positions": len(ids),
+            "reference_top1": expected.argmax(-1).tolist(),
             "top1_agreement": float((expected.argmax(-1) == got.argmax(-1)).float().mean()),
             "mean_kl": float((expected.exp() * (expected - got)).sum(-1).mean()),
         }
@@ -195,7 +208,14 @@ def benchmark_model(name: str, threads: int, repeat: int) -> dict:
     bandwidth = bandwidth_data.numel() * 4 / best_of(bandwidth_data.sum, 5)
     read = bytes_per_token(model)
     slide = generate(model, tokenizer, SLIDE, max_new_tokens=8, temperature=0, fast=True)
-    peer = run_llama_cpp(path, prompt, threads, repeat)
+    measured = quality(reference, model, tokenizer)
+    peer = run_llama_cpp(path, prompt, threads, repeat, {language: held_out_ids(tokenizer, 512)[language] for language in measured})
+    for language, figures in measured.items():
+        reference_top1 = figures.pop("reference_top1")
+        theirs = peer.get("held_out_top1", {}).get(language)
+        if theirs is not None:  # llama.cpp against the same fp32 reference: what its own arithmetic keeps
+            figures["llama_cpp_top1_agreement"] = sum(a == b for a, b in zip(reference_top1, theirs)) / len(reference_top1)
+    peer.pop("held_out_top1", None)
     result = {
         "file": path.name,
         "weights": model.quantized or "as stored",
@@ -211,7 +231,7 @@ def benchmark_model(name: str, threads: int, repeat: int) -> dict:
             "bandwidth_share": read * decode_speed / bandwidth,
             "tokens": tokens,
         },
-        "quality_auto_vs_fp32": quality(reference, model, tokenizer),
+        "quality_auto_vs_fp32": measured,
         "slide": {"sentence": SLIDE, "greedy": slide},
         "llama_cpp": peer,
     }
@@ -263,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratios decode {ratios['decode']:.2f}x, prefill {ratios['prefill']:.2f}x; "
                   f"same greedy tokens for the first {ratios['same_greedy_tokens_before_first_difference']}")
         for language, figures in row["quality_auto_vs_fp32"].items():
-            print(f"  quality {language}: top-1 agreement {figures['top1_agreement']:.1%}, mean KL {figures['mean_kl']:.4f} nats")
+            peer_agreement = figures.get("llama_cpp_top1_agreement")
+            peer_text = f"; llama.cpp on the same file {peer_agreement:.1%}" if peer_agreement is not None else ""
+            print(f"  quality {language}: top-1 agreement with fp32 {figures['top1_agreement']:.1%}, mean KL {figures['mean_kl']:.4f} nats{peer_text}")
         print(f"  slide: {row['slide']['greedy']!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
@@ -283,6 +305,7 @@ def _processor() -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--llama-cpp-peer":
-        print(json.dumps(llama_cpp_peer(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        held_out = json.loads(sys.stdin.read() or "{}")
+        print(json.dumps(llama_cpp_peer(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), held_out)))
         sys.exit(0)
     sys.exit(main())
