@@ -426,7 +426,8 @@ def command_generate(args: argparse.Namespace) -> None:
         else:
             text = generate(model, tokenizer, prompt, **options, **decoding)
     for warning in caught:
-        print(f"lanterne: note: {warning.message}", file=sys.stderr)
+        if "lanterne" in str(warning.filename):  # ours (context, compiling), not PyTorch's deprecation notices
+            print(f"lanterne: note: {warning.message}", file=sys.stderr)
     if args.verbose:
         print(f"lanterne: {timings.line()}", file=sys.stderr)
     if text is None:
