@@ -17,7 +17,7 @@ import torch
 from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError, DownloadError, LanterneError
 
-from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
+from lanterne.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_state, read_safetensors, save_model  # noqa: F401 (save_model: re-exported)
 
 # A training run folder: checkpoints/step-NNNNNNN/ (each a model folder plus the trainer's files), latest.json.
 CHECKPOINTS = "checkpoints"
@@ -31,23 +31,6 @@ class Pretrained(NamedTuple):
 
     model: "GPT"  # noqa: F821
     tokenizer: object | None
-
-
-def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dict | None = None, dtype: torch.dtype | None = None) -> None:
-    """Write `model` (and `tokenizer`) to `folder`, each file atomically; the folder is created if needed.
-
-    `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
-    `dtype` stores the floating-point weights in that type (torch.bfloat16 halves the file); loading
-    gives the model back in float32 either way.
-    """
-    folder = Path(folder)
-    config = model.config.to_dict()
-    tensors = stored_tensors(model, state_dict)
-    if dtype is not None:
-        tensors = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
-    write_model_folder(folder, tensors, model.config.to_json(), {"format": "pt", "model_type": config["model_type"]})
-    if tokenizer is not None:
-        tokenizer.save(folder / TOKENIZER_FILE)
 
 
 def save_huggingface(model, folder: str | os.PathLike, tokenizer=None) -> None:

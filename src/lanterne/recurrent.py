@@ -233,7 +233,7 @@ class RecurrentLM(nn.Module):
     # -- files --------------------------------------------------------------------------------------
 
     def save_pretrained(self, folder: str | os.PathLike, tokenizer=None) -> None:
-        from lanterne.checkpoints import save_model
+        from lanterne.weights import save_model
 
         save_model(self, folder, tokenizer)
 

@@ -7,6 +7,7 @@ files go through torch.load(weights_only=True), which refuses code. Every format
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -93,3 +94,20 @@ def write_model_folder(folder: Path, tensors: dict[str, torch.Tensor], config_js
     with atomic_path(folder / WEIGHTS_FILE) as temporary:
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temporary), metadata=metadata)
     atomic_write_text(folder / CONFIG_FILE, config_json)
+
+
+def save_model(model, folder: str | os.PathLike, tokenizer=None, state_dict: dict | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write `model` (and `tokenizer`) to `folder`, each file atomically; the folder is created if needed.
+
+    `state_dict` replaces `model.state_dict()` (a sharded model's weights gathered into full tensors).
+    `dtype` stores the floating-point weights in that type (torch.bfloat16 halves the file); loading
+    gives the model back in float32 either way.
+    """
+    folder = Path(folder)
+    config = model.config.to_dict()
+    tensors = stored_tensors(model, state_dict)
+    if dtype is not None:
+        tensors = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+    write_model_folder(folder, tensors, model.config.to_json(), {"format": "pt", "model_type": config["model_type"]})
+    if tokenizer is not None:
+        tokenizer.save(folder / TOKENIZER_FILE)

@@ -231,7 +231,7 @@ class GPT(nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike, tokenizer: "Tokenizer | None" = None) -> None:
         """Write config.json, model.safetensors (and the tokenizer) to `folder`; see `checkpoints`."""
-        from lanterne.checkpoints import save_model
+        from lanterne.weights import save_model
 
         save_model(self, folder, tokenizer)
 
