@@ -130,12 +130,13 @@ def model():
 def test_generation_with_stop_strings_decodes_a_bounded_window_per_token(model, counting, bound):
     """Before: every token decoded all the ids so far (120 tokens: 7,260 ids). Now: a window, and the result once."""
     tokenizer = counting(BPE if counting is CountingByteDecoder else CHARS)
-    text = generate(model, tokenizer, "le", max_new_tokens=120, temperature=1.0, seed=0, stop=["never seen"])
+    # eos_id=-1: no token ends the text early, so all 120 are written whatever the seed draws
+    text = generate(model, tokenizer, "le", max_new_tokens=120, temperature=1.0, seed=0, stop=["never seen"], eos_id=-1)
     *steps, final = tokenizer.calls
     assert final >= 100 and len(steps) >= 100, "one call per token, one for the whole result"
     assert max(steps) <= bound
     tokenizer.calls.clear()
-    assert "".join(stream(model, tokenizer, "le", max_new_tokens=120, temperature=1.0, seed=0, stop=["never seen"])) == text
+    assert "".join(stream(model, tokenizer, "le", max_new_tokens=120, temperature=1.0, seed=0, stop=["never seen"], eos_id=-1)) == text
     assert max(tokenizer.calls) <= bound
 
 

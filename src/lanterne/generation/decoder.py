@@ -76,6 +76,19 @@ def compiled_cache_folder() -> str:
     return str(cache_folder() / "compiled")
 
 
+def use_compiled_cache_folder() -> None:
+    """Point PyTorch's compiler cache at $LANTERNE_CACHE/compiled, unless the user chose a folder for it.
+
+    PyTorch writes its default (/tmp/torchinductor_<user>, lost at reboot) into TORCHINDUCTOR_CACHE_DIR
+    the first time it looks, so that default is replaced too.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = compiled_cache_folder()
+
+
 def length_bucket(length: int, context_length: int) -> int:
     """The cache size a sequence of `length` tokens gets: the next power of two from 64, capped at the context.
 
@@ -129,7 +142,7 @@ class Decoder:
         self._step = eager
         self._compiled = compile and can_compile(self.device)
         if self._compiled:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compiled_cache_folder())
+            use_compiled_cache_folder()
             self._step = torch.compile(eager, fullgraph=True, dynamic=False)
         self._eager = eager
         self._warmed = False
