@@ -119,7 +119,7 @@ def load_tokenizer_of(folder: Path):
     return load_tokenizer(path) if path.is_file() else None
 
 
-def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None, weights: str = "auto") -> Pretrained:
+def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None, weights: str = "auto", progress=None) -> Pretrained:
     """A model and its tokenizer: `model, tokenizer = lanterne.load("gemma-3-270m")`.
 
     Accepts a named model (`lanterne models`), a `.gguf` file, a Lanterne or HuggingFace model
@@ -127,6 +127,7 @@ def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None
     weights: how the weights are held in memory (`model.quantized_linear`): 'fp32' (the dequantised
     reference), 'bf16', 'int8' or 'int4' (quantised layers, for inference only), or 'auto': a GGUF
     file's weights stay quantised (its 4-bit blocks as they are), a folder's as they are stored.
+    progress(message): told when a slow first load begins (a GGUF file read and cached once).
     """
     from lanterne.model.quantized_linear import check_weights_choice
     from lanterne.models import NAMED_MODELS, model_file
@@ -143,7 +144,7 @@ def load(name_or_folder: str | os.PathLike, *, device: str | torch.device | None
         if not is_gguf(path):
             raise CheckpointError(f"{path} is not a GGUF file (it does not start with GGUF's magic bytes); the file is damaged or of another kind")
         sha256 = NAMED_MODELS[text].sha256 if text in NAMED_MODELS else None
-        model, tokenizer = load_gguf(path, cache_folder(), sha256=sha256, weights=weights)
+        model, tokenizer = load_gguf(path, cache_folder(), sha256=sha256, weights=weights, progress=progress)
         return Pretrained(model.to(device) if device is not None else model, tokenizer)
     folder = resolve_folder(name_or_folder)
     return Pretrained(with_weights(load_model(folder, device=device), weights), load_tokenizer_of(folder))

@@ -387,7 +387,7 @@ def _load_model(args: argparse.Namespace, *, inspection: bool = False, allow_qua
             )
         weights = "fp32" if weights == "auto" else weights
     start = time.perf_counter()
-    model, tokenizer = load(args.model, weights=weights)
+    model, tokenizer = load(args.model, weights=weights, progress=_progress_line)
     args.load_seconds = time.perf_counter() - start
     if args.tokenizer:
         from lanterne.tokenization import load as load_tokenizer

@@ -188,7 +188,7 @@ def int4_groups_of(tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | 
         qs = blocks[:, size - 16 :].reshape(-1, 1, 1, 16) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)  # (n, 1, 2, 16)
     q = (qs & np.uint8(0x0F)).reshape(rows, -1)  # (out, in): low nibbles first, then high, as llama.cpp orders them
     groups = q.shape[1] // 32
-    as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array))  # noqa: E731
+    as_tensor = lambda array: torch.from_numpy(np.array(array))  # noqa: E731 (a writable copy)
     return as_tensor(q), as_tensor(np.broadcast_to(scales, zeros.shape).reshape(rows, groups)), as_tensor(zeros.reshape(rows, groups))
 
 
@@ -297,7 +297,7 @@ INT4_GROUPS_FILE = "int4-groups.safetensors"
 
 def load_gguf(
     path: str | os.PathLike, cache_folder: Path | None, *, sha256: str | None = None, dtype: torch.dtype = torch.float32,
-    weights: str = "fp32",
+    weights: str = "fp32", progress=None,
 ):
     """A GPT and its tokenizer from a GGUF file.
 
@@ -305,7 +305,8 @@ def load_gguf(
     tokenizer.json to `cache_folder`/gguf/<sha256>/; later loads read (and memory-map) those. `sha256`:
     the file's, when already known (a named model), to skip hashing it. weights: 'fp32' (the
     dequantised reference, in `dtype`), 'bf16', or 'int8', 'int4', 'auto' (quantised layers,
-    `model.quantized.quantize_model`; 'auto' keeps the file's 4-bit blocks as they are).
+    `model.quantized_linear.quantize_model`; 'auto' keeps quantised what the file stores quantised, its 4-bit
+    blocks as they are). progress(message): told when the slow first load begins.
     """
     from lanterne.model.quantized_linear import check_weights_choice, quantize_model
     from lanterne.tokenization import load as load_tokenizer
@@ -332,6 +333,8 @@ def load_gguf(
             int4_groups, quantized = contents.int4_groups, contents.quantized
             _write_groups(folder, int4_groups, quantized)
     else:
+        if progress is not None:
+            progress(f"reading {path.name} for the first time: dequantising and caching its weights (once per machine)")
         contents = read_gguf(path)
         model = _build(contents.config, contents.tensors, str(path))  # a header that does not match the tensors fails here...
         tokenizer = tokenizer_from_gguf(contents.metadata, str(path))  # ... and an unreadable tokenizer here: nothing cached
