@@ -110,3 +110,14 @@ def test_gguf_4bit_blocks_become_int4_groups_exactly():
     expected = torch.from_numpy(np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
     assert q.shape == expected.shape and int(q.max()) <= 15
     assert torch.allclose(dequantize_int4_groups(q, scales, zeros), expected, atol=1e-6, rtol=0)
+
+
+def test_the_batch_twin_serves_many_rows_and_one_row_still_reads_the_integers():
+    torch.manual_seed(3)
+    layer = Int4Linear.from_weight(torch.randn(64, 96))
+    one, many = torch.randn(1, 96), torch.randn(8, 96)
+    before = layer(one)
+    layer.keep_batch_twin()
+    assert torch.equal(layer(one), before)  # a single row: the int4 kernel, as before
+    twin = layer.plain(many)
+    assert (layer(many) - twin).abs().max() <= 1e-2 * twin.abs().max()  # many rows: the full-precision twin

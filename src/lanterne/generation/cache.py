@@ -73,8 +73,8 @@ class StaticCache:
         """Store one new key/value per slot (slots, kv_heads, 1, head_dim) at each slot's position."""
         index = positions % self.sizes[layer]  # (slots,)
         slots = torch.arange(self.slots, device=positions.device)
-        self.keys[layer][slots, :, index] = keys[:, :, 0]
-        self.values[layer][slots, :, index] = values[:, :, 0]
+        self.keys[layer][slots, :, index] = keys[:, :, 0].to(self.keys[layer].dtype)
+        self.values[layer][slots, :, index] = values[:, :, 0].to(self.values[layer].dtype)
 
     def visible(self, layer: int, positions: torch.Tensor) -> torch.Tensor:
         """(slots, 1, 1, size) booleans: the indices a query at `positions` may look at."""
