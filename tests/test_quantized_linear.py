@@ -121,3 +121,15 @@ def test_the_batch_twin_serves_many_rows_and_one_row_still_reads_the_integers():
     assert torch.equal(layer(one), before)  # a single row: the int4 kernel, as before
     twin = layer.plain(many)
     assert (layer(many) - twin).abs().max() <= 1e-2 * twin.abs().max()  # many rows: the full-precision twin
+
+
+@pytest.mark.parametrize("layout", sorted(LAYERS))
+def test_a_long_prompt_is_multiplied_from_the_dequantised_weights(layout):
+    from lanterne.model.quantized_linear import DEQUANTIZE_ROWS
+
+    torch.manual_seed(4)
+    layer = LAYERS[layout].from_weight(torch.randn(32, 64))
+    x = torch.randn(DEQUANTIZE_ROWS, 64)
+    twin = layer.plain(x)
+    assert (layer(x) - twin).abs().max() <= 1e-2 * twin.abs().max()
+    assert torch.allclose(layer(x[:1]), layer(x)[:1], atol=2e-2 * twin.abs().max().item())  # one row: the kernel, the same numbers

@@ -23,6 +23,10 @@ from lanterne.errors import ConfigError
 # with it: PyTorch's weight-only kernels cost ~6x more at 16 rows than at one, a bf16 product hardly more
 # (measured on an AVX-512 CPU with AMX, torch 2.13: 1,536 × 576 int4 0.029 → 0.169 ms, bf16 0.071 → 0.079 ms).
 BATCH_ROWS = 4
+# From this many rows (a prompt being read), dequantising the whole matrix for one full-precision product
+# beats the weight-only kernels even without a twin: 512 rows × (2,048 × 640) take 7.8 ms in the int4
+# kernel, 3.1 ms dequantised to bf16 and multiplied (int8: 8.2 against 1.3 ms), on the CPU above.
+DEQUANTIZE_ROWS = 256
 GROUP_SIZE = 32  # weights per int4 group: llama.cpp's block size, so Q4 blocks map to groups one for one
 WEIGHT_CHOICES = ("auto", "fp32", "bf16", "int8", "int4")
 
@@ -91,9 +95,7 @@ class QuantizedLinear(nn.Module):
         """Also keep the weights in full precision (bf16 where the CPU multiplies bf16, else fp32), for
         products of `BATCH_ROWS` rows or more: several sequences decoded at once (`decoder.Decoder`).
         Costs that much memory; the integers stay, and a single row still reads them."""
-        from lanterne.model.linear import cpu_has_bf16_arithmetic
-
-        dtype = torch.bfloat16 if cpu_has_bf16_arithmetic() else torch.float32
+        dtype = full_precision_dtype()
         if self.batch_weight is None or self.batch_weight.dtype != dtype:
             self.batch_weight = self.dequantized().to(dtype)
 
@@ -107,6 +109,9 @@ class QuantizedLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)  # the kernels take a matrix
         if self.batch_weight is not None and rows.shape[0] >= BATCH_ROWS:
             out = F.linear(rows.to(self.batch_weight.dtype), self.batch_weight).to(x.dtype)
+        elif rows.shape[0] >= DEQUANTIZE_ROWS:
+            dtype = full_precision_dtype()
+            out = F.linear(rows.to(dtype), self.dequantized().to(dtype)).to(x.dtype)
         else:
             out = self.kernel(rows.to(self.compute_dtype)).to(x.dtype)
         if self.bias is not None:
@@ -175,6 +180,13 @@ class Int4Linear(QuantizedLinear):
         if self.packed is None or self.scales_and_zeros.dtype != rows.dtype:
             self.pack(rows.dtype)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group_size, self.scales_and_zeros)
+
+
+def full_precision_dtype() -> torch.dtype:
+    """The dtype a quantised layer's many-row products use: bf16 where the CPU multiplies bf16, else fp32."""
+    from lanterne.model.linear import cpu_has_bf16_arithmetic
+
+    return torch.bfloat16 if cpu_has_bf16_arithmetic() else torch.float32
 
 
 def check_weights_choice(weights: str) -> str:
