@@ -147,7 +147,11 @@ def quality(reference, quantised, tokenizer, tokens: int = 512) -> dict:
         with torch.inference_mode():
             batch = torch.tensor([ids])
             expected = reference(batch).logits[0].float().log_softmax(-1)
-            got = quantised(batch).logits[0].float().log_softmax(-1)
+            # In pieces of 64 through the cache: the products generation computes (a prompt of 256
+            # tokens or more would be multiplied from dequantised weights instead).
+            cache = quantised.new_cache(1, len(ids))
+            pieces = [quantised(batch[:, start : start + 64], cache=cache).logits[0] for start in range(0, len(ids), 64)]
+            got = torch.cat(pieces).float().log_softmax(-1)
         result[language] = {
             "positions": len(ids),
             "reference_top1": expected.argmax(-1).tolist(),
@@ -176,6 +180,9 @@ def benchmark_model(name: str, threads: int, repeat: int) -> dict:
     def decode(timings=None):
         return [step[0] for step in generate_ids(model, [prompt], NEW_TOKENS, greedy, fast=True, timings=timings)]
 
+    # The machine's speed drifts (a shared VM): llama.cpp runs before and after Lanterne, and each side
+    # keeps its best, so neither is timed in a slower moment alone.
+    peer_before = run_llama_cpp(path, prompt, threads, repeat, {})
     start = time.perf_counter()
     first = Timings()
     decode(first)  # compiles the step, or reads it from the on-disk cache
@@ -210,6 +217,9 @@ def benchmark_model(name: str, threads: int, repeat: int) -> dict:
     slide = generate(model, tokenizer, SLIDE, max_new_tokens=8, temperature=0, fast=True)
     measured = quality(reference, model, tokenizer)
     peer = run_llama_cpp(path, prompt, threads, repeat, {language: held_out_ids(tokenizer, 512)[language] for language in measured})
+    if "skipped" not in peer and "skipped" not in peer_before:
+        for key in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            peer[key] = max(peer[key], peer_before[key])
     for language, figures in measured.items():
         reference_top1 = figures.pop("reference_top1")
         theirs = peer.get("held_out_top1", {}).get(language)
