@@ -147,10 +147,10 @@ def quality(reference, quantised, tokenizer, tokens: int = 512) -> dict:
         with torch.inference_mode():
             batch = torch.tensor([ids])
             expected = reference(batch).logits[0].float().log_softmax(-1)
-            # In pieces of 64 through the cache: the products generation computes (a prompt of 256
-            # tokens or more would be multiplied from dequantised weights instead).
+            # One token at a time through the cache: the products decoding computes (a single row
+            # rounded to 8 bits in int8 layers; a long prompt is multiplied from dequantised weights).
             cache = quantised.new_cache(1, len(ids))
-            pieces = [quantised(batch[:, start : start + 64], cache=cache).logits[0] for start in range(0, len(ids), 64)]
+            pieces = [quantised(batch[:, start : start + 1], cache=cache).logits[0] for start in range(len(ids))]
             got = torch.cat(pieces).float().log_softmax(-1)
         result[language] = {
             "positions": len(ids),

@@ -138,7 +138,7 @@ class Decoder:
         self.progress = progress
         for module in model.modules():
             if hasattr(module, "pack"):
-                module.pack(module.compute_dtype)  # int4 layers in the kernel's layout before any graph sees them
+                module.pack(module.compute_dtype)  # kernels' own layouts (int4 groups, int8 single rows) before any graph sees them
             if slots >= BATCH_ROWS and hasattr(module, "keep_batch_twin"):
                 module.keep_batch_twin()  # many rows at once: full-precision products are cheaper (quantized_linear.py)
         eager = partial(decode_step, model, self.cache)
