@@ -209,9 +209,17 @@ class Decoder:
             logits = self._run(tokens, positions)
             for index in waiting:
                 self.slots[index].logits, self.slots[index].fed = logits[index], True
+        # Greedy slots that just read a token take their argmax together: one pass over (slots, vocab).
+        plain_greedy = [index for index in waiting if self._plain_greedy(self.slots[index])]
+        best = dict(zip(plain_greedy, logits[plain_greedy].argmax(dim=-1).tolist())) if plain_greedy else {}
         chosen = {}
         for index in self.active:
             slot = self.slots[index]
+            if index in best:
+                slot.ids.append(best[index])
+                slot.fed = False
+                chosen[index] = best[index]
+                continue
             scores = slot.logits if slot.vocab_limit is None else slot.logits[: slot.vocab_limit]
             if slot.on_scores is not None:
                 slot.on_scores(scores[None])
@@ -222,19 +230,26 @@ class Decoder:
             chosen[index] = token
         return chosen
 
+    @staticmethod
+    def _plain_greedy(slot: Slot) -> bool:
+        """Greedy with nothing else to apply: the argmax of the whole row is the choice."""
+        settings = slot.settings
+        return settings.greedy and settings.repetition_penalty == 1.0 and slot.vocab_limit is None and slot.on_scores is None
+
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # Each call returns a new tensor (no buffer reused across calls on a CPU), so no copy is taken.
         if self._warmed or not self._compiled:
-            return self._step(tokens, positions).clone()
+            return self._step(tokens, positions)
         start = time.perf_counter()
         if self.progress is not None:
             self.progress(f"compiling the decoding step ({self.cache.slots} slot(s), {self.max_length} positions; once per machine)")
         try:
-            logits = self._step(tokens, positions).clone()
+            logits = self._step(tokens, positions)
         except Exception as error:  # the compiler's failures come in many types; decoding must go on
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             warnings.warn(f"compiling the decoding step failed ({type(error).__name__}: {first_line}); decoding uncompiled", stacklevel=3)
             self._step, self._compiled = self._eager, False
-            logits = self._step(tokens, positions).clone()
+            logits = self._step(tokens, positions)
         self.compile_seconds = time.perf_counter() - start
         self._warmed = True
         return logits
