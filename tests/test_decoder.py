@@ -146,14 +146,14 @@ def test_the_compiled_step_writes_the_eager_steps_tokens(family, tmp_path, monke
 
 
 def test_a_quantised_sequence_writes_the_same_tokens_with_or_without_neighbours():
-    """Four slots (the layers multiply from their full-precision twins): a sequence's tokens do not depend on the others."""
-    from lanterne.model.quantized_linear import quantize_model
+    """Enough slots that the layers multiply from their full-precision twins: a sequence's tokens do not depend on the others."""
+    from lanterne.model.quantized_linear import BATCH_ROWS, quantize_model
 
     model = quantize_model(random_model(LLAMA), "int4")
-    alone = Decoder(model, slots=4, max_length=64, compile=False)
+    alone = Decoder(model, slots=BATCH_ROWS, max_length=64, compile=False)
     slot = alone.add([5, 6, 7], SamplingSettings(temperature=0.9), seed=4)
     expected = [alone.step()[slot] for _ in range(15)]
-    crowded = Decoder(model, slots=4, max_length=64, compile=False)
+    crowded = Decoder(model, slots=BATCH_ROWS, max_length=64, compile=False)
     others = [crowded.add(list(range(10 + n, 30 + n)), SamplingSettings(temperature=1.1), seed=n) for n in range(3)]
     slot = crowded.add([5, 6, 7], SamplingSettings(temperature=0.9), seed=4)
     assert others and [crowded.step()[slot] for _ in range(15)] == expected

@@ -119,7 +119,9 @@ def test_gguf_4bit_blocks_become_int4_groups_exactly():
 def test_the_batch_twin_serves_many_rows_and_one_row_still_reads_the_integers():
     torch.manual_seed(3)
     layer = Int4Linear.from_weight(torch.randn(64, 96))
-    one, many = torch.randn(1, 96), torch.randn(8, 96)
+    from lanterne.model.quantized_linear import BATCH_ROWS
+
+    one, many = torch.randn(1, 96), torch.randn(BATCH_ROWS, 96)
     before = layer(one)
     layer.keep_batch_twin()
     assert torch.equal(layer(one), before)  # a single row: the int4 kernel, as before

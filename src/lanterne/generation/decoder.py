@@ -263,15 +263,18 @@ def activation_dtype(model) -> torch.dtype:
     return torch.float32
 
 
+BF16_CACHE_FROM_SLOTS = 4
+
+
 def cache_dtype(model, slots: int, activations: torch.dtype) -> torch.dtype:
-    """The keys and values a quantised model keeps in `BATCH_ROWS` slots or more: bf16 where the CPU
+    """The keys and values a quantised model keeps in `BF16_CACHE_FROM_SLOTS` slots or more: bf16 where the CPU
     multiplies bf16 (llama.cpp keeps them in f16), half the bytes each step reads (16 slots of SmolLM2:
     344 → 403 tok/s). Else the activations' dtype: one slot's step is faster in fp32 (9.4 against 10.6 ms
     for SmolLM2), and a full-precision model decodes exactly as its plain loop does."""
     from lanterne.model.linear import cpu_has_bf16_arithmetic
 
     parameter = next(model.parameters())
-    if slots >= BATCH_ROWS and getattr(model, "quantized", None) and parameter.device.type == "cpu" and cpu_has_bf16_arithmetic():
+    if slots >= BF16_CACHE_FROM_SLOTS and getattr(model, "quantized", None) and parameter.device.type == "cpu" and cpu_has_bf16_arithmetic():
         return torch.bfloat16
     return activations
 
