@@ -30,7 +30,8 @@ def test_the_kernel_equals_its_plain_twin(layout, rows):
     torch.manual_seed(0)
     weight, bias = torch.randn(96, 128), torch.randn(96)
     layer = LAYERS[layout].from_weight(weight, bias)
-    layer.rounds_single_rows = True  # as the output layer does
+    layer.rounds_single_rows = True  # as the output layer does (packed by the decoder for long texts)
+    layer.pack()
     x = torch.randn(rows, 128)
     # fp32 activations: the kernel and the twin to 1e-4. One row of an int8 layer is rounded to 8 bits
     # on the fly (as llama.cpp does): its twin multiplies that rounded row.

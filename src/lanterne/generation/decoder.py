@@ -127,7 +127,8 @@ class Decoder:
     same step without compiling (the readable path); a compiler that fails falls back to it with one warning.
     """
 
-    def __init__(self, model, slots: int = 1, max_length: int | None = None, *, compile: bool = True, progress=None) -> None:
+    def __init__(self, model, slots: int = 1, max_length: int | None = None, *, compile: bool = True, progress=None,
+                 pack: bool = True) -> None:
         self.model = model
         context = model.config.context_length
         self.max_length = length_bucket(max_length or context, context)
@@ -137,7 +138,7 @@ class Decoder:
         self.slots: list[Slot | None] = [None] * slots
         self.progress = progress
         for module in model.modules():
-            if hasattr(module, "pack"):
+            if pack and hasattr(module, "pack"):
                 module.pack(module.compute_dtype)  # kernels' own layouts (int4 groups, int8 single rows) before any graph sees them
             if slots >= BATCH_ROWS and hasattr(module, "keep_batch_twin"):
                 module.keep_batch_twin()  # many rows at once: full-precision products are cheaper (quantized_linear.py)
@@ -297,15 +298,15 @@ def can_compile(device: torch.device) -> bool:
 COMPILE_FROM_TOKENS = 32
 
 
-def decoder_for(model, slots: int, length: int, *, compile: bool = True, progress=None) -> Decoder:
+def decoder_for(model, slots: int, length: int, *, compile: bool = True, progress=None, pack: bool = True) -> Decoder:
     """The model's decoder for `slots` sequences of up to `length` tokens, made once and kept on the model.
 
     Sizes are rounded up (`length_bucket`), so a few decoders, each compiled once, serve every request.
     """
-    key = (slots, length_bucket(length, model.config.context_length), compile, activation_dtype(model), next(model.parameters()).device)
+    key = (slots, length_bucket(length, model.config.context_length), compile, activation_dtype(model), next(model.parameters()).device, pack)
     decoders = model.__dict__.setdefault("_decoders", {})
     if key not in decoders:
-        decoders[key] = Decoder(model, slots, key[1], compile=compile, progress=progress)
+        decoders[key] = Decoder(model, slots, key[1], compile=compile, progress=progress, pack=pack)
     decoder = decoders[key]
     decoder.progress = progress
     return decoder
@@ -316,10 +317,11 @@ def decoder_rows(model, prompts, max_new_tokens: int, settings: SamplingSettings
     """`loop.generate_ids`'s rows, written by a `Decoder`: each prompt in its own slot (prompt i samples
     with seed + i), one step for all; a row that ends leaves its slot at once. Yields, per step, each
     row's new token (None once finished)."""
+    long_text = max_new_tokens >= COMPILE_FROM_TOKENS  # worth compiling the step and packing the kernels
     if compile is None:
-        compile = max_new_tokens >= COMPILE_FROM_TOKENS
+        compile = long_text
     longest = max(len(prompt) for prompt in prompts)
-    decoder = decoder_for(model, len(prompts), longest + max_new_tokens, compile=compile, progress=progress)
+    decoder = decoder_for(model, len(prompts), longest + max_new_tokens, compile=compile, progress=progress, pack=long_text or compile)
     clock = time.perf_counter
     start = clock()
     slots = []
