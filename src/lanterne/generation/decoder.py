@@ -125,6 +125,8 @@ class Decoder:
     add(prompt_ids, ...) -> slot number (the prompt is read, its scores kept); step() -> {slot: token}
     for every sequence; remove(slot) frees it. Sequences never see each other. compile=False runs the
     same step without compiling (the readable path); a compiler that fails falls back to it with one warning.
+    pack=False skips laying the weights out for the single-row kernels (seconds for a large output layer:
+    not worth it for a few tokens); those layers then use their other kernel.
     """
 
     def __init__(self, model, slots: int = 1, max_length: int | None = None, *, compile: bool = True, progress=None,
