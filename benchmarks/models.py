@@ -118,7 +118,7 @@ def bytes_per_token(model) -> int:
             total += module.weight.numel() * module.weight.element_size()
         elif isinstance(module, torch.nn.Embedding):
             total += module.weight.shape[1] * module.weight.element_size()
-            if module is getattr(model.lm_head, "weight", None):  # tied and not quantised: the output layer reads it all
+            if module.weight is getattr(model.lm_head, "weight", None):  # tied and not quantised: the output layer reads it all
                 total += module.weight.numel() * module.weight.element_size()
         elif "norm" in type(module).__name__.lower():
             total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))

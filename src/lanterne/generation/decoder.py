@@ -350,8 +350,9 @@ def decoder_rows(model, prompts, max_new_tokens: int, settings: SamplingSettings
                     finished[row] = True
                     decoder.remove(slot)
             if timings is not None:
-                timings.compile_s += decoder.compile_seconds - compiled_before
-                timings.decode_s += clock() - start - (decoder.compile_seconds - compiled_before)
+                compiling = decoder.compile_seconds - compiled_before
+                timings.compile_s += compiling
+                timings.decode_s += clock() - start - compiling
                 timings.decode_tokens += sum(token is not None for token in emitted)
             yield emitted
             if all(finished):

@@ -323,12 +323,12 @@ def load_gguf(
             config = GPTConfig.from_json(folder / "config.json")
             tensors = load_file(str(folder / "model.safetensors"))
             tokenizer = load_tokenizer(folder / "tokenizer.json")
-            if weights in ("auto", "int4") and (folder / INT4_GROUPS_FILE).is_file():
+            if weights == "auto" and (folder / INT4_GROUPS_FILE).is_file():  # only 'auto' uses them
                 int4_groups, quantized = _read_groups(folder / INT4_GROUPS_FILE)
         except (LanterneError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"the cached copy of {path.name} in {folder} is damaged ({error}); delete that folder") from None
         model = _build(config, tensors, str(path))
-        if weights in ("auto", "int4") and (int4_groups is None or quantized is None):  # a cache from before they were kept
+        if weights == "auto" and (int4_groups is None or quantized is None):  # a cache from before they were kept
             contents = read_gguf(path)
             int4_groups, quantized = contents.int4_groups, contents.quantized
             _write_groups(folder, int4_groups, quantized)
