@@ -4,9 +4,20 @@ Each idea of the lecture 'Introduction aux Transformers et LLMs' lives in its ow
 """
 
 from lanterne.errors import LanterneError
+from lanterne.model import pretrained
 
 __version__ = "0.1.0"
 __all__ = ["GPT", "GPTConfig", "LanterneError", "load", "__version__"]
+
+
+def _load_model(name_or_folder, *, device=None):
+    from lanterne.checkpoints import load_model
+
+    return load_model(name_or_folder, device=device)
+
+
+# The model sits below the loader and cannot import it: `GPT.from_pretrained` calls this (see model/pretrained.py).
+pretrained.install_loader(_load_model)
 
 
 def __getattr__(name: str):

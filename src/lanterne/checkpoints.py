@@ -2,6 +2,16 @@
 
 The layout is HuggingFace's, so the usual tools find their way; weights are read from
 safetensors only (never unpickled), and a file that does not match its config is refused by name.
+
+This module is the loader. Imports go one way, down, and `tests/test_layout.py` checks that none closes a circle:
+- the loader picks the format by the file, builds the model and loads its weights;
+- the formats (`interop/`) read a file into a GPTConfig and tensors in Lanterne's names, and write
+  them back; they may use the model's parts, never the loader. (`interop.gguf.load_gguf` builds its
+  GPT itself: it checks the tensors against the header before it caches them.)
+- `model/` (config, layers, `transformer.GPT`, `output.GPTOutput`) and `recurrent.py` at the bottom:
+  they import neither the loader nor a format. `GPT.from_pretrained` reaches the loader through
+  `model/pretrained.py`, a slot that the package (`lanterne/__init__.py`) fills, not by an import.
+- `weights.py` (the safetensors files, state loading) is shared by all three and imports none of them.
 """
 
 from __future__ import annotations
@@ -79,19 +89,24 @@ def _read_config(folder: Path) -> dict:
 
 
 def load_model(name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None):
-    """A GPT from a Lanterne folder, a HuggingFace GPT-2 folder, or a Hub name ('gpt2')."""
+    """A model from a Lanterne folder (a GPT or a recurrent model), a HuggingFace GPT-2, Llama or
+    Gemma 3 folder, or a Hub name ('hf:gpt2'). What `GPT.from_pretrained` calls."""
     from lanterne.model.transformer import GPT
 
     folder = resolve_folder(name_or_folder)
     data = _read_config(folder)
     if data.get("model_type") == "gpt2":
-        from lanterne.interop.huggingface import load_huggingface_gpt2
+        from lanterne.interop.huggingface import read_huggingface_gpt2
 
-        model = load_huggingface_gpt2(folder, data)
+        config, tensors = read_huggingface_gpt2(folder, data)
+        model = GPT(config)
+        load_state(model, tensors, str(folder))
     elif data.get("model_type") in ("llama", "gemma3_text", "gemma3"):
-        from lanterne.interop.huggingface_llama import load_huggingface_llama
+        from lanterne.interop.huggingface_llama import read_huggingface_llama
 
-        model = load_huggingface_llama(folder, data)
+        config, tensors = read_huggingface_llama(folder, data)
+        model = GPT(config)
+        load_state(model, tensors, str(folder))
     elif data.get("model_type") == "lanterne-recurrent":
         from lanterne.recurrent import RecurrentConfig, RecurrentLM
 

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lanterne.errors import ConfigError, ModelInputError
-from lanterne.model.transformer import GPTOutput
+from lanterne.model.output import GPTOutput
 
 ARCHITECTURES = ("mlp", "rnn", "gru", "lstm")
 MODEL_TYPE = "lanterne-recurrent"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_pickled_weights, read_safetensors, stored_tensors, write_model_folder
+from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, read_pickled_weights, read_safetensors, stored_tensors, write_model_folder
 from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
 
@@ -135,10 +135,9 @@ def tensors_to_huggingface(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return converted
 
 
-def load_huggingface_gpt2(folder: str | os.PathLike, config_data: dict | None = None):
-    """A Lanterne GPT from a HuggingFace GPT-2 folder (config.json + model.safetensors, or pytorch_model.bin)."""
-    from lanterne.model.transformer import GPT
-
+def read_huggingface_gpt2(folder: str | os.PathLike, config_data: dict | None = None) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The GPTConfig and the tensors, in Lanterne's names, of a HuggingFace GPT-2 folder
+    (config.json + model.safetensors, or pytorch_model.bin); the loader (`checkpoints`) builds the model."""
     folder = Path(folder)
     if config_data is None:
         config_data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -149,9 +148,7 @@ def load_huggingface_gpt2(folder: str | os.PathLike, config_data: dict | None = 
         tensors = read_pickled_weights(folder / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor pytorch_model.bin)")
-    model = GPT(config)
-    load_state(model, tensors_from_huggingface(tensors), str(folder))
-    return model
+    return config, tensors_from_huggingface(tensors)
 
 
 def save_huggingface_gpt2(model, folder: str | os.PathLike) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from lanterne.model.config import GPTConfig
 from lanterne.errors import CheckpointError, ConfigError
-from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, load_state, read_safetensors, stored_tensors, write_model_folder
+from lanterne.weights import CONFIG_FILE, WEIGHTS_FILE, read_safetensors, stored_tensors, write_model_folder
 
 MODEL_TYPES = ("llama", "gemma3_text", "gemma3")
 INDEX_FILE = "model.safetensors.index.json"
@@ -157,18 +157,15 @@ def tensors_from_huggingface(tensors: dict[str, torch.Tensor], config: GPTConfig
     return converted
 
 
-def load_huggingface_llama(folder: str | os.PathLike, config_data: dict | None = None):
-    """A Lanterne GPT from a HuggingFace Llama or Gemma 3 folder."""
-    from lanterne.model.transformer import GPT
-
+def read_huggingface_llama(folder: str | os.PathLike, config_data: dict | None = None) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The GPTConfig and the tensors, in Lanterne's names, of a HuggingFace Llama or Gemma 3 folder;
+    the loader (`checkpoints`) builds the model."""
     folder = Path(folder)
     if config_data is None:
         config_data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     config = config_from_huggingface(config_data)
-    model = GPT(config)
     gemma = config_data.get("model_type") != "llama"
-    load_state(model, tensors_from_huggingface(read_folder_tensors(folder), config, gemma, str(folder)), str(folder))
-    return model
+    return config, tensors_from_huggingface(read_folder_tensors(folder), config, gemma, str(folder))
 
 
 # -- writing -------------------------------------------------------------------------------------------

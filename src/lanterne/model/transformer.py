@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,7 +22,9 @@ from lanterne.errors import ModelInputError
 from lanterne.model.feedforward import FeedForward
 from lanterne.model.layer_norm import make_norm
 from lanterne.model.linear import Linear
+from lanterne.model.output import GPTOutput
 from lanterne.model.positions import RotaryEmbedding
+from lanterne.model.pretrained import load_pretrained
 
 if TYPE_CHECKING:
     from lanterne.generation.cache import KVCache
@@ -66,19 +67,6 @@ class Block(nn.Module):
         if self.post_norm_feedforward is not None:
             refined = self.post_norm_feedforward(refined)
         return x + refined, details
-
-
-@dataclass
-class GPTOutput:
-    """What a forward pass returns. Shapes: logits (batch, time, vocab_size)."""
-
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    # With inspect=True: per layer, the attention details (weights, Q, K, V)...
-    attentions: tuple[AttentionDetails, ...] | None = None
-    # ... and the hidden states: the embeddings, then each block's output; the last one after the
-    # final norm (as HuggingFace reports them). n_layers + 1 tensors of (batch, time, d_model).
-    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 class GPT(nn.Module):
@@ -237,7 +225,8 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_folder: str | os.PathLike, *, device: str | torch.device | None = None) -> "GPT":
-        """A model from a Lanterne or HuggingFace GPT-2 folder, or a Hub name such as 'gpt2'; see `checkpoints`."""
-        from lanterne.checkpoints import load_model
+        """A model from a Lanterne or HuggingFace folder, or a Hub name such as 'hf:gpt2'; see `checkpoints.load_model`.
 
-        return load_model(name_or_folder, device=device)
+        The loader imports the model, so the model reaches it through `model.pretrained` (no import back).
+        """
+        return load_pretrained(name_or_folder, device=device)

@@ -7,12 +7,14 @@ vocabulary. The token id is the rank. This is tiktoken's algorithm, so ids match
 
 from __future__ import annotations
 
+import base64
 from itertools import chain
 from typing import Any, Collection, Iterable, Literal, Sequence
 
 import regex
 
 from lanterne.errors import SpecialTokenError, TokenizerError, VocabularyFileError
+from lanterne.files import atomic_write_bytes
 from lanterne.tokenization.base import Token, Tokenizer
 from lanterne.tokenization.bpe_merges import byte_pair_encode, explain_merges
 from lanterne.tokenization.patterns import PreTokenizer, pattern_name
@@ -448,10 +450,12 @@ class ByteLevelBPE(Tokenizer):
             raise VocabularyFileError(f"BPE tokenizer file is missing or has a bad entry ({error})") from None
 
     def save_tiktoken(self, path: str) -> None:
-        """Write the ranks as a `.tiktoken` file (base64 token, space, rank), which tiktoken loads."""
-        from lanterne.tokenization.tiktoken_files import write_tiktoken_file
+        """Write the ranks as a `.tiktoken` file (base64 token, space, rank), in rank order, atomically; tiktoken loads it.
 
-        write_tiktoken_file(path, self.ranks)
+        Written here rather than in `tiktoken_files`, which reads such files into a ByteLevelBPE and so imports this module.
+        """
+        lines = [base64.b64encode(token) + b" " + str(rank).encode() for token, rank in sorted(self.ranks.items(), key=lambda item: item[1])]
+        atomic_write_bytes(path, b"\n".join(lines) + b"\n")
 
     def __repr__(self) -> str:
         label = f"{self.name!r}, " if self.name else ""

@@ -192,12 +192,6 @@ def read_tiktoken_file(path: str | os.PathLike) -> dict[bytes, int]:
     return ranks_from_base64_lines(read_vocabulary_bytes(path).splitlines(), str(path))
 
 
-def write_tiktoken_file(path: str | os.PathLike, ranks: dict[bytes, int]) -> None:
-    """Write ranks as a `.tiktoken` file, in rank order, atomically."""
-    lines = [base64.b64encode(token) + b" " + str(rank).encode() for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
-    atomic_write_bytes(path, b"\n".join(lines) + b"\n")
-
-
 def _verified(data: bytes, vocabulary: NamedVocabulary) -> bool:
     return hashlib.sha256(data).hexdigest() == vocabulary.sha256
 
