@@ -69,6 +69,14 @@ class StaticCache:
         self.keys = [torch.zeros(shape(size), device=device, dtype=dtype) for size in self.sizes]
         self.values = [torch.zeros(shape(size), device=device, dtype=dtype) for size in self.sizes]
 
+    def first(self, slots: int) -> "StaticCache":
+        """The same buffers seen through their first `slots` slots (a smaller step over the busy ones)."""
+        view = object.__new__(StaticCache)
+        view.slots, view.max_length, view.sizes = slots, self.max_length, self.sizes
+        view.keys = [keys[:slots] for keys in self.keys]
+        view.values = [values[:slots] for values in self.values]
+        return view
+
     def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         """Store one new key/value per slot (slots, kv_heads, 1, head_dim) at each slot's position."""
         index = positions % self.sizes[layer]  # (slots,)

@@ -21,7 +21,7 @@ import torch
 
 from lanterne.errors import GenerationError
 from lanterne.generation.cache import StaticCache
-from lanterne.generation.sampling import SamplingSettings, choose_next_token
+from lanterne.generation.sampling import SamplingSettings, choose_next_token, distribution, draw_each
 from lanterne.model.positions import rotate
 from lanterne.model.quantized_linear import BATCH_ROWS
 
@@ -127,10 +127,13 @@ class Decoder:
     same step without compiling (the readable path); a compiler that fails falls back to it with one warning.
     pack=False skips laying the weights out for the single-row kernels (seconds for a large output layer:
     not worth it for a few tokens); those layers then use their other kernel.
+    sizes: smaller steps to take when only the first slots are busy (each compiled once): a step reads
+    the weights once, but its arithmetic grows with its rows, so one sequence alone should not pay for
+    thirty-two. `move` packs the busy slots at the front (a server does, as sequences come and go).
     """
 
     def __init__(self, model, slots: int = 1, max_length: int | None = None, *, compile: bool = True, progress=None,
-                 pack: bool = True) -> None:
+                 pack: bool = True, sizes=()) -> None:
         self.model = model
         context = model.config.context_length
         self.max_length = length_bucket(max_length or context, context)
@@ -138,20 +141,18 @@ class Decoder:
         self.device, self.dtype = parameter.device, activation_dtype(model)
         self.cache = StaticCache(model.config, slots, self.max_length, device=self.device, dtype=cache_dtype(model, slots, self.dtype))
         self.slots: list[Slot | None] = [None] * slots
+        self.sizes = sorted({size for size in sizes if 0 < size < slots} | {slots})
         self.progress = progress
         for module in model.modules():
             if pack and hasattr(module, "pack"):
                 module.pack(module.compute_dtype)  # kernels' own layouts (int4 groups, int8 single rows) before any graph sees them
             if slots >= BATCH_ROWS and hasattr(module, "keep_batch_twin"):
                 module.keep_batch_twin()  # many rows at once: full-precision products are cheaper (quantized_linear.py)
-        eager = partial(decode_step, model, self.cache)
-        self._step = eager
         self._compiled = compile and can_compile(self.device)
         if self._compiled:
             use_compiled_cache_folder()
-            self._step = torch.compile(eager, fullgraph=True, dynamic=False)
-        self._eager = eager
-        self._warmed = False
+            allow_graphs(RECOMPILE_LIMIT)
+        self._steps: dict[int, _Step] = {}
         self.compile_seconds = 0.0
 
     # -- sequences in and out -----------------------------------------------------------------------
@@ -183,6 +184,16 @@ class Decoder:
         """Free a slot (a finished or cancelled sequence); the others go on as if it never was."""
         self.slots[slot] = None
 
+    @torch.inference_mode()
+    def move(self, source: int, target: int) -> None:
+        """Move the sequence in slot `source` to the free slot `target`, its keys and values with it."""
+        if self.slots[target] is not None or self.slots[source] is None:
+            raise GenerationError(f"cannot move slot {source} to slot {target}: the first must be busy, the second free")
+        for layer in range(len(self.cache.keys)):
+            self.cache.keys[layer][target] = self.cache.keys[layer][source]
+            self.cache.values[layer][target] = self.cache.values[layer][source]
+        self.slots[target], self.slots[source] = self.slots[source], None
+
     @property
     def active(self) -> list[int]:
         return [index for index, slot in enumerate(self.slots) if slot is not None]
@@ -190,6 +201,10 @@ class Decoder:
     def room(self, slot: int) -> int:
         """How many more tokens `slot` can take before its cache is full."""
         return self.max_length - len(self.slots[slot].ids)
+
+    def size_for(self, rows: int) -> int:
+        """The step that covers the first `rows` slots: the smallest of `sizes` that holds them."""
+        return next(size for size in self.sizes if size >= rows)
 
     # -- one step -----------------------------------------------------------------------------------
 
@@ -200,38 +215,45 @@ class Decoder:
         if waiting:
             if any(self.room(index) <= 0 for index in waiting):
                 raise GenerationError(f"a sequence reached this decoder's {self.max_length} positions; remove it")
-            # The step runs every slot. One that is not reading a token writes a throwaway key/value at
-            # the next position it will fill, which its own next token overwrites before anyone reads it
-            # (in a ring buffer, that index holds a position the window no longer sees); a free slot at 0.
-            tokens = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
-            positions = torch.zeros(len(self.slots), dtype=torch.long, device=self.device)
+            # The step covers the first `size` slots. One that is not reading a token writes a throwaway
+            # key/value at the next position it will fill, which its own next token overwrites before anyone
+            # reads it (in a ring buffer, that index holds a position the window no longer sees); a free slot at 0.
+            size = self.size_for(max(self.active) + 1)
+            tokens = torch.zeros(size, dtype=torch.long, device=self.device)
+            positions = torch.zeros(size, dtype=torch.long, device=self.device)
             for index in self.active:
                 positions[index] = min(len(self.slots[index].ids), self.max_length - 1)
             for index in waiting:
                 tokens[index], positions[index] = self.slots[index].ids[-1], self.slots[index].position
-            logits = self._run(tokens, positions)
+            logits = self._run(size, tokens, positions)
             for index in waiting:
                 self.slots[index].logits, self.slots[index].fed = logits[index], True
+        chosen = {}
         # Greedy slots that just read a token take their argmax together: one pass over (slots, vocab).
         plain_greedy = [index for index in waiting if self._plain_greedy(self.slots[index])]
-        best = dict(zip(plain_greedy, logits[plain_greedy].argmax(dim=-1).tolist())) if plain_greedy else {}
-        chosen = {}
+        if plain_greedy:
+            chosen.update(zip(plain_greedy, logits[plain_greedy].argmax(dim=-1).tolist()))
+        # Sampled slots with the same settings draw together, each from its own generator.
+        groups: dict[tuple, list[int]] = {}
         for index in self.active:
             slot = self.slots[index]
-            if index in best:
-                slot.ids.append(best[index])
-                slot.fed = False
-                chosen[index] = best[index]
-                continue
-            scores = slot.logits if slot.vocab_limit is None else slot.logits[: slot.vocab_limit]
-            if slot.on_scores is not None:
-                slot.on_scores(scores[None])
-            history = torch.tensor([slot.ids], device=self.device) if slot.settings.repetition_penalty != 1.0 else None
-            token = int(choose_next_token(scores[None], slot.settings, history, slot.generator)[0])
-            slot.ids.append(token)
+            if index not in chosen and self._plain_sampled(slot):
+                groups.setdefault((slot.settings, slot.vocab_limit), []).append(index)
+        for (settings, vocab_limit), indexes in groups.items():
+            scores = torch.stack([self.slots[index].logits for index in indexes])[:, :vocab_limit]
+            drawn = draw_each(distribution(scores, settings), [self.slots[index].generator for index in indexes])
+            chosen.update(zip(indexes, drawn.tolist()))
+        for index in self.active:
+            slot = self.slots[index]
+            if index not in chosen:
+                scores = slot.logits if slot.vocab_limit is None else slot.logits[: slot.vocab_limit]
+                if slot.on_scores is not None:
+                    slot.on_scores(scores[None])
+                history = torch.tensor([slot.ids], device=self.device) if slot.settings.repetition_penalty != 1.0 else None
+                chosen[index] = int(choose_next_token(scores[None], slot.settings, history, slot.generator)[0])
+            slot.ids.append(chosen[index])
             slot.fed = False
-            chosen[index] = token
-        return chosen
+        return {index: chosen[index] for index in self.active}
 
     @staticmethod
     def _plain_greedy(slot: Slot) -> bool:
@@ -239,23 +261,54 @@ class Decoder:
         settings = slot.settings
         return settings.greedy and settings.repetition_penalty == 1.0 and slot.vocab_limit is None and slot.on_scores is None
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _plain_sampled(slot: Slot) -> bool:
+        """Sampled with nothing that needs the slot alone (its history, its scores handed out)."""
+        return not slot.settings.greedy and slot.settings.repetition_penalty == 1.0 and slot.on_scores is None
+
+    def warm_up(self) -> None:
+        """Build every step size now (compiling them, once per machine), not when the first sequences come.
+        Only while no slot is busy: each size writes a throwaway position 0 in its slots."""
+        if self.active:
+            raise GenerationError("warm the decoder up before adding sequences")
+        for size in self.sizes:
+            # Two tensors made inside inference mode, as `step` makes them: the graph is specialised on both.
+            with torch.inference_mode():
+                tokens, positions = (torch.zeros(size, dtype=torch.long, device=self.device) for _ in range(2))
+                self._run(size, tokens, positions)
+
+    def _run(self, size: int, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # Each call returns a new tensor (no buffer reused across calls on a CPU), so no copy is taken.
-        if self._warmed or not self._compiled:
-            return self._step(tokens, positions)
+        step = self._steps.get(size)
+        if step is None:
+            cache = self.cache if size == self.cache.slots else self.cache.first(size)
+            eager = partial(decode_step, self.model, cache)
+            step = self._steps[size] = _Step(torch.compile(eager, fullgraph=True, dynamic=False) if self._compiled else eager, eager)
+        if step.warmed or step.run is step.eager:
+            step.warmed = True
+            return step.run(tokens, positions)
         start = time.perf_counter()
         if self.progress is not None:
-            self.progress(f"compiling the decoding step ({self.cache.slots} slot(s), {self.max_length} positions; once per machine)")
+            self.progress(f"compiling the decoding step ({size} slot(s), {self.max_length} positions; once per machine)")
         try:
-            logits = self._step(tokens, positions)
+            logits = step.run(tokens, positions)
         except Exception as error:  # the compiler's failures come in many types; decoding must go on
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             warnings.warn(f"compiling the decoding step failed ({type(error).__name__}: {first_line}); decoding uncompiled", stacklevel=3)
-            self._step, self._compiled = self._eager, False
-            logits = self._step(tokens, positions)
-        self.compile_seconds = time.perf_counter() - start
-        self._warmed = True
+            step.run = step.eager
+            logits = step.run(tokens, positions)
+        self.compile_seconds += time.perf_counter() - start
+        step.warmed = True
         return logits
+
+
+@dataclass
+class _Step:
+    """One step size's function (compiled, or the eager one it falls back to) and whether it ran once."""
+
+    run: object
+    eager: object
+    warmed: bool = False
 
 
 def activation_dtype(model) -> torch.dtype:
@@ -280,6 +333,20 @@ def cache_dtype(model, slots: int, activations: torch.dtype) -> torch.dtype:
     if slots >= BF16_CACHE_FROM_SLOTS and getattr(model, "quantized", None) and parameter.device.type == "cpu" and cpu_has_bf16_arithmetic():
         return torch.bfloat16
     return activations
+
+
+# PyTorch compiles a function for at most 8 kinds of input, then runs it uncompiled. Every decoder is
+# one kind (its slots, length, cache dtype): a server holds one per lane, a process may make a few.
+RECOMPILE_LIMIT = 64
+
+
+def allow_graphs(count: int) -> None:
+    """Let the decoding step be compiled for up to `count` kinds of input (never lowers the user's setting)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), count))
 
 
 def can_compile(device: torch.device) -> bool:

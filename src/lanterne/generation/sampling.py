@@ -137,6 +137,15 @@ def draw(probabilities: torch.Tensor, generator: torch.Generator | None = None) 
     return torch.searchsorted(sums, u, right=True).clamp(max=sums.shape[-1] - 1).squeeze(1)
 
 
+def draw_each(probabilities: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """`draw` for rows that each have their own generator (sequences decoded together, each with its
+    seed): row i takes its number from generators[i], so it draws what it would draw alone."""
+    sums = probabilities.double().cumsum(dim=-1)  # (batch, vocab)
+    u = torch.cat([torch.rand(1, 1, generator=generator, dtype=sums.dtype, device=sums.device) for generator in generators])
+    u = u * sums[:, -1:]
+    return torch.searchsorted(sums, u, right=True).clamp(max=sums.shape[-1] - 1).squeeze(1)
+
+
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in bits of each distribution (last dimension): 0 when certain, log2(V) when uniform."""
     logs = torch.where(probabilities > 0, torch.log2(probabilities), torch.zeros_like(probabilities))

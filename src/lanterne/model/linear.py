@@ -29,12 +29,17 @@ def cpu_has_bf16_arithmetic() -> bool:
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same names), computing bf16 products of many rows in fp32 on CPUs without bf16."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Asked once here, not in `forward`: a compiled graph cannot call the CPU check (PyTorch skips it).
+        self.upcast_many_rows = not cpu_has_bf16_arithmetic()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
             x.dtype == torch.bfloat16
             and x.device.type == "cpu"
             and x.numel() >= UPCAST_MIN_ROWS * x.shape[-1]
-            and not cpu_has_bf16_arithmetic()
+            and self.upcast_many_rows
         ):
             bias = self.bias.float() if self.bias is not None else None
             return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
