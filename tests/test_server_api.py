@@ -265,17 +265,22 @@ def test_each_request_is_logged_with_the_tokens_it_generated(client, caplog):
 
 
 class SlowGPT(GPT):
-    """The tiny model at 20 ms a step, that never ends its text (no end-of-text token): it generates as long as asked."""
+    """The tiny model at 20 ms a step, that never ends its text (no end-of-text token): it generates as long as asked.
+    Its output layer is slowed, so that the plain loop and the decoder's step both are."""
 
     end_of_text = None
     steps = 0
 
-    def forward(self, *args, **options):
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        self.lm_head.register_forward_hook(self._slowly)
+
+    @staticmethod
+    def _slowly(module, inputs, logits):
         time.sleep(0.02)
         SlowGPT.steps += 1
-        output = super().forward(*args, **options)
-        output.logits[..., SlowGPT.end_of_text] = -1e9
-        return output
+        logits[..., SlowGPT.end_of_text] = -1e9
+        return logits
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +300,7 @@ def test_past_the_time_limit_the_text_ends_with_length(slow_model, tokenizer):
 @pytest.fixture(scope="module")
 def slow_server(slow_model, tokenizer):
     """A real uvicorn server: one generation at a time, no queue."""
-    app = create_app(slow_model, tokenizer, NAME, Limits(concurrent_generations=1, max_queue=0, retry_after_seconds=3))
+    app = create_app(slow_model, tokenizer, NAME, Limits(slots=1, max_waiting=0, retry_after_seconds=3))
     with running(app) as base_url:
         yield app, base_url
 
@@ -345,11 +350,11 @@ def test_a_full_queue_is_429_with_retry_after(slow_server):
         with http.stream("POST", COMPLETIONS, json={"prompt": "le", "max_tokens": 200, "stream": True}) as held:
             lines = held.iter_lines()
             first_event(lines)
-            assert app.state.slots.busy == 1
+            assert app.state.engine.running == 1
             refused = http.post(COMPLETIONS, json={"prompt": "le", "max_tokens": 2})
             assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"
             assert "retry in 3 s" in refused.json()["error"]["message"]
-    assert wait_until(lambda: app.state.slots.busy == 0, 2)
+    assert wait_until(lambda: app.state.engine.running == 0, 2)
 
 
 def test_a_client_that_hangs_up_frees_its_slot_and_stops_the_model(slow_server):
@@ -360,9 +365,9 @@ def test_a_client_that_hangs_up_frees_its_slot_and_stops_the_model(slow_server):
                 lines = response.iter_lines()
                 first_event(lines)
                 time.sleep(0.1)
-                assert app.state.slots.busy == 1, "still generating while the client listens"
+                assert app.state.engine.running == 1, "still generating while the client listens"
             # 200 tokens would hold the slot for 4 s: hanging up frees it at once, and the model stops after its step.
-            assert wait_until(lambda: app.state.slots.busy == 0, 1.0)
+            assert wait_until(lambda: app.state.engine.running == 0, 1.0)
             steps = SlowGPT.steps
             time.sleep(0.2)
             assert SlowGPT.steps - steps <= 1

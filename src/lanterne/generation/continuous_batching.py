@@ -163,6 +163,53 @@ class _Lane:
             self.owners[slot], self.owners[last] = self.owners[last], None
 
 
+class _PlainLane:
+    """For a model without the decoder's step (a recurrent one): each generation runs the plain loop,
+    one token per turn, side by side."""
+
+    def __init__(self, model, slots: int) -> None:
+        self.model = model
+        self.owners: list[Generation | None] = [None] * slots
+        self._steps: list = [None] * slots
+        self.decoder = self
+
+    @property
+    def busy(self) -> int:
+        return sum(owner is not None for owner in self.owners)
+
+    def admit(self, generation: Generation) -> None:
+        from lanterne.generation.loop import generate_ids
+
+        def keep_scores(scores: torch.Tensor) -> None:
+            generation._scores = torch.log_softmax(scores[0].float(), dim=-1)
+
+        slot = self.owners.index(None)
+        self._steps[slot] = generate_ids(self.model, [generation.prompt_ids], generation.max_new_tokens, generation.settings,
+                                         eos_id=generation.eos_id, seed=generation.seed, vocab_limit=generation.vocab_limit,
+                                         on_scores=keep_scores if generation.logprobs else None)
+        self.owners[slot] = generation
+
+    def step(self) -> dict[int, int]:
+        chosen = {}
+        for slot, steps in enumerate(self._steps):
+            if self.owners[slot] is not None:
+                token = next(steps, [None])[0]
+                chosen[slot] = token if token is not None else generation_end_token(self.owners[slot])
+        return chosen
+
+    def room(self, slot: int) -> int:
+        return 1  # the plain loop slides past the context
+
+    def leave(self, slot: int) -> None:
+        self._steps[slot].close()
+        self.owners[slot], self._steps[slot] = None, None
+
+
+def generation_end_token(generation: Generation) -> int:
+    """A plain loop that stopped early stopped at its end-of-text token."""
+    return generation.eos_id if generation.eos_id is not None else 0
+
+
 class Engine:
     """Decodes every generation submitted, together, in one thread; runs other jobs between its steps.
 
@@ -178,13 +225,16 @@ class Engine:
     quantised layers, whose kernels change with the number of rows; serve bf16 or fp32 weights for that.
     """
 
-    def __init__(self, model, *, longest: int = 4096, lanes: dict[int, int] | None = None, max_waiting: int | None = None,
-                 queue_seconds: float = 60.0, compile: bool = True, progress=None) -> None:
+    def __init__(self, model, *, longest: int = 4096, lanes: dict[int, int] | None = None, max_slots: int | None = None,
+                 max_waiting: int | None = None, queue_seconds: float = 60.0, compile: bool = True, progress=None) -> None:
         self.model = model
         parameter = next(model.parameters())
         self.device = parameter.device
         dtype = parameter.dtype if parameter.is_floating_point() else torch.float32
-        self.plan = lanes or plan_lanes(model.config, longest, dtype, int(MEMORY_SHARE * free_memory(self.device)))
+        self.stepped = hasattr(model, "blocks")  # a Transformer: the decoder's step; else the plain loop
+        if lanes is None and not self.stepped:
+            lanes = {longest: max_slots or 4}
+        self.plan = lanes or plan_lanes(model.config, longest, dtype, int(MEMORY_SHARE * free_memory(self.device)), max_slots or MAX_SLOTS)
         self.max_waiting = max_waiting if max_waiting is not None else 4 * sum(self.plan.values())
         self.queue_seconds = queue_seconds
         self.compile, self.progress = compile, progress
@@ -201,8 +251,8 @@ class Engine:
 
     def start(self) -> "Engine":
         """Build the first lane (compiling its steps now, not when the class arrives), then start turning."""
-        first = min(self.plan)
-        self._lane(first).decoder.warm_up()
+        if self.stepped:
+            self._lane(min(self.plan)).decoder.warm_up()
         self._thread = threading.Thread(target=self._loop, name="lanterne-engine", daemon=True)
         self._thread.start()
         return self
@@ -211,10 +261,14 @@ class Engine:
         """Queue a generation (its callbacks say what becomes of it); Busy when the queue is full."""
         if not generation.prompt_ids:
             raise GenerationError("every prompt needs at least one token")
+        if generation.max_new_tokens <= 0:
+            self._end(generation, "length")
+            return generation
         with self._condition:
             if self._closed:
                 raise GenerationError("the engine is closed")
-            if len(self._waiting) >= self.max_waiting:
+            free = max(0, sum(self.plan.values()) - self.running)  # those waiting for the next turn's free slots do not queue
+            if len(self._waiting) >= self.max_waiting + free:
                 raise Busy(f"{self.running} generating, {len(self._waiting)} waiting")
             self._waiting.append(generation)
             self._condition.notify()
@@ -239,6 +293,10 @@ class Engine:
             self._thread.join()
 
     @property
+    def jobs_waiting(self) -> int:
+        return len(self._jobs)
+
+    @property
     def running(self) -> int:
         return sum(lane.busy for lane in self.lanes.values())
 
@@ -252,6 +310,8 @@ class Engine:
     # -- the engine's thread ------------------------------------------------------------------------
 
     def _lane(self, length: int) -> _Lane:
+        if length not in self.lanes and not self.stepped:
+            self.lanes[length] = _PlainLane(self.model, self.plan[length])
         if length not in self.lanes:
             slots = self.plan[length]
             compile = self.compile and length == min(self.plan)
@@ -293,7 +353,7 @@ class Engine:
             if now - generation.submitted > self.queue_seconds:
                 self._dequeue(generation, "busy")
                 continue
-            if len(generation.prompt_ids) >= max(self.plan):
+            if self.stepped and len(generation.prompt_ids) >= max(self.plan):
                 self._dequeue(generation, "error", GenerationError(
                     f"the prompt has {len(generation.prompt_ids)} tokens; this server's engine holds {max(self.plan) - 1}"))
                 continue

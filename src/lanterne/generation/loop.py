@@ -260,7 +260,7 @@ def _batched_rows(model, prompts, max_new_tokens, settings, eos_id, generator, s
 
 
 @dataclass
-class _TextRequest:
+class TextRequest:
     prompts: list[str]
     prompt_ids: list[list[int]]
     settings: SamplingSettings
@@ -270,8 +270,10 @@ class _TextRequest:
     decoding: dict = None  # how: fast, compile, timings, progress (`generate_ids`'s options)
 
 
-def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special=False,
-             decoding: dict | None = None) -> _TextRequest:
+def prepare(model, tokenizer, prompts, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, stop=(), strict=False,
+            eos_id=None, allow_special=False, decoding: dict | None = None) -> TextRequest:
+    """What `generate` and `stream` check and compute before generating: the prompts' ids (within the context),
+    the sampling settings, the stop strings, the end-of-text id, the vocabulary limit (GenerationError if wrong)."""
     settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty)
     if isinstance(stop, str):
         stop = (stop,)
@@ -285,7 +287,7 @@ def _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repeti
             )
     limit = tokenizer.vocab_size if tokenizer.vocab_size < model.config.vocab_size else None
     eos = end_of_text_id(tokenizer) if eos_id is None else eos_id
-    return _TextRequest(list(prompts), ids, settings, stop, eos, limit, decoding or {})
+    return TextRequest(list(prompts), ids, settings, stop, eos, limit, decoding or {})
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -329,7 +331,7 @@ def generate(
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
     decoding = dict(fast=fast, compile=compile, timings=timings, progress=progress)
-    request = _prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
+    request = prepare(model, tokenizer, prompts, temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
     new_ids: list[list[int]] = [[] for _ in prompts]
     # Each row's text grows one token at a time and only its new end is searched: linear, not quadratic.
     texts = [IncrementalText(tokenizer) for _ in prompts]
@@ -385,5 +387,5 @@ def stream(
     from lanterne.generation.streaming import TextStream
 
     decoding = dict(fast=fast, compile=compile, timings=timings, progress=progress)
-    request = _prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
+    request = prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
     return TextStream(model, tokenizer, request, max_new_tokens, seed, strict=strict, top_logprobs=top_logprobs, max_seconds=max_seconds)

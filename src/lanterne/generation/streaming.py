@@ -33,6 +33,57 @@ class TokenLogprob:
     offset: int
 
 
+class TextWriter:
+    """Tokens in, text out: the pieces a stream may send, then why it ended.
+
+    add(token, logprobs) returns the text now safe to send ('' if none): text that may be the start of a
+    stop string, or half of a UTF-8 character, waits for the next token. It sets `finish_reason` to "eos"
+    (the end-of-text token) or "stop" (a stop string, cut off) when that token ends the text; `end(reason)`
+    gives what is still held back. new_ids: every id added, the end-of-text one included; logprobs: a
+    TokenLogprob per token but the end-of-text one, when made with top_logprobs (k alternatives each).
+    """
+
+    def __init__(self, tokenizer, stop=(), eos_id: int | None = None, top_logprobs: int | None = None) -> None:
+        self.text, self.stops = IncrementalText(tokenizer), StopStrings(stop)
+        self.eos_id, self.top_logprobs = eos_id, top_logprobs
+        self.new_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
+        self.finish_reason: str | None = None
+        self.sent = 0  # characters handed out
+
+    def add(self, token: int, logprobs: torch.Tensor | None = None) -> str:
+        """Append a token (logprobs: its step's log-softmax (vocab,), when recorded); the new text safe to send."""
+        self.new_ids.append(token)
+        if token == self.eos_id:
+            self.finish_reason = "eos"
+            return ""
+        if logprobs is not None and self.top_logprobs is not None:
+            self.logprobs.append(_token_logprob(token, logprobs, self.top_logprobs, self.text.settled_length))
+        self.text.append(token)
+        cut = self.stops.find(self.text)
+        if cut is not None:
+            self.finish_reason = "stop"
+            piece = self.text.tail(self.sent)[: cut - self.sent] if cut > self.sent else ""
+            self.sent = max(self.sent, cut)
+            return piece
+        safe = len(self.text) - self.stops.held_back(self.text)
+        if safe <= self.sent:
+            return ""
+        piece = self.text.tail(self.sent)[: safe - self.sent]
+        self.sent = safe
+        return piece
+
+    def end(self, reason: str) -> str:
+        """The text still held back, now that generation ended for `reason` (kept if a token ended it
+        already); nothing after a stop string or a cancellation."""
+        self.finish_reason = self.finish_reason or reason
+        if self.finish_reason in ("stop", "cancelled"):
+            return ""
+        rest = self.text.tail(self.sent)
+        self.sent = len(self.text)
+        return rest
+
+
 class TextStream:
     """The pieces of text of one generation (iterate it), then `finish_reason`.
 
@@ -50,11 +101,21 @@ class TextStream:
         if max_seconds is not None and not max_seconds > 0:
             raise GenerationError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}")
         self.prompt_ids: list[int] = request.prompt_ids[0]
-        self.new_ids: list[int] = []
-        self.logprobs: list[TokenLogprob] = []
-        self.finish_reason: str | None = None
+        self.writer = TextWriter(tokenizer, request.stop, request.eos_id, top_logprobs)
         self._cancelled = False
-        self._pieces = self._generate(model, tokenizer, request, max_new_tokens, seed, strict, top_logprobs, max_seconds)
+        self._pieces = self._generate(model, request, max_new_tokens, seed, strict, top_logprobs, max_seconds)
+
+    @property
+    def new_ids(self) -> list[int]:
+        return self.writer.new_ids
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        return self.writer.logprobs
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.writer.finish_reason
 
     def __iter__(self) -> "TextStream":
         return self
@@ -74,8 +135,8 @@ class TextStream:
         except ValueError:  # "generator already executing" in another thread: it sees `cancel` after its token
             pass
 
-    def _generate(self, model, tokenizer, request, max_new_tokens, seed, strict, top_logprobs, max_seconds):
-        text, stops = IncrementalText(tokenizer), StopStrings(request.stop)
+    def _generate(self, model, request, max_new_tokens, seed, strict, top_logprobs, max_seconds):
+        writer = self.writer
         scores: list[torch.Tensor] = []  # the last step's log-probabilities (vocab,), when recorded
 
         def record_scores(step_scores: torch.Tensor) -> None:
@@ -86,38 +147,26 @@ class TextStream:
             model, request.prompt_ids, max_new_tokens, request.settings, eos_id=request.eos_id, seed=seed, strict=strict,
             vocab_limit=request.vocab_limit, on_scores=None if top_logprobs is None else record_scores, **request.decoding,
         )
-        self.finish_reason, sent = "length", 0
+        reason = "length"
         try:
             for step in steps:
                 token = step[0]
                 if token is None:
                     break
-                self.new_ids.append(token)
-                if token == request.eos_id:
-                    self.finish_reason = "eos"
+                piece = writer.add(token, scores[0] if scores else None)
+                if piece:
+                    yield piece
+                if writer.finish_reason is not None:
                     break
-                if scores:
-                    self.logprobs.append(_token_logprob(token, scores[0], top_logprobs, text.settled_length))
-                text.append(token)
-                cut = stops.find(text)
-                if cut is not None:
-                    self.finish_reason = "stop"
-                    if cut > sent:
-                        yield text.tail(sent)[: cut - sent]
-                    return
-                safe = len(text) - stops.held_back(text)
-                if safe > sent:
-                    yield text.tail(sent)[: safe - sent]
-                    sent = safe
                 if self._cancelled:
-                    self.finish_reason = "cancelled"
-                    return
+                    reason = "cancelled"
+                    break
                 if deadline is not None and time.monotonic() > deadline:
-                    self.finish_reason = "time"
+                    reason = "time"
                     break
         finally:
             steps.close()
-        rest = text.tail(sent)
+        rest = writer.end(reason)
         if rest:
             yield rest
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import asynccontextmanager
+
+import anyio
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,25 +20,37 @@ from fastapi.responses import JSONResponse
 
 from lanterne import __version__
 from lanterne.errors import LanterneError
-from lanterne.server.limits import Limits, Slots
+from lanterne.server.errors import error_body
+from lanterne.server.limits import Limits
+from lanterne.server.view_cache import ViewCache
 
 log = logging.getLogger("lanterne.server")
 
 
-def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": kind, "code": code}}
-
-
-def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) -> FastAPI:
-    from lanterne.server import openai_api, views
+def create_app(model, tokenizer, model_name: str, limits: Limits | None = None, *, generation_model=None, compile: bool = False,
+               progress=None) -> FastAPI:
+    """The server over `model` (the slides read it: full precision). generation_model: the weights answers
+    are decoded with, if not `model`'s (the same model in another layout). compile: compile the
+    engine's decoding step now (seconds, once per machine), as `lanterne serve` does."""
+    from lanterne.generation.continuous_batching import Engine
+    from lanterne.server import metrics, openai_api, views
 
     limits = limits or Limits()
+    generation_model = (generation_model or model).eval()
+    engine = Engine(generation_model, longest=limits.max_prompt_tokens + limits.max_new_tokens, max_slots=limits.slots,
+                    max_waiting=limits.max_waiting, queue_seconds=limits.queue_seconds, compile=compile, progress=progress)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await anyio.to_thread.run_sync(engine.close)
+
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; views.py serves an offline one.
     app = FastAPI(title="Lanterne", version=__version__, description="The lecture's slides on a real model, and an OpenAI-compatible API.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     model.eval()
     app.state.model, app.state.tokenizer, app.state.model_name, app.state.limits = model, tokenizer, model_name, limits
-    app.state.slots = Slots(limits.concurrent_generations, limits.max_queue, limits.retry_after_seconds, limits.queue_seconds)
+    app.state.engine, app.state.view_cache = engine.start(), ViewCache()
 
     @app.exception_handler(LanterneError)
     async def lanterne_error(request: Request, error: LanterneError):
@@ -77,6 +92,7 @@ def create_app(model, tokenizer, model_name: str, limits: Limits | None = None) 
 
     app.include_router(openai_api.router)
     app.include_router(views.router)
+    app.include_router(metrics.router)
     return app
 
 

@@ -1,15 +1,14 @@
-"""What one request may ask of the server, and how many generations run at once.
+"""What one request may ask of the server, and how much the server takes on at once.
 
 Every request is bounded: prompt length (tokens and bytes), new tokens, completions per request,
-body size, time. Generations take a slot; when every slot is busy, up to `max_queue` requests wait,
-and past that the answer is 429 with Retry-After. A slot is freed as soon as its request ends,
-the client hanging up included.
+body size, time. Generations are decoded together by the engine (`generation.continuous_batching`):
+its slots come from memory (`slots` caps them), `max_waiting` more may wait for one, for at most
+`queue_seconds`; past that the answer is 429 with Retry-After. Views (the explorer's slides) are
+single forward passes run between decoding steps; at most `max_views_waiting` wait at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -23,44 +22,14 @@ class Limits:
     max_completions: int = 4  # `n`
     max_body_bytes: int = 256 * 1024
     seconds_per_request: float = 120.0
-    concurrent_generations: int = 1  # two cores: one at a time is fastest overall
-    max_queue: int = 8
+    slots: int | None = None  # generations decoded together (None: as many as memory holds, at most 32)
+    max_waiting: int | None = None  # generations waiting for a slot (None: 4 per slot)
+    max_views_waiting: int = 256
     queue_seconds: float = 60.0  # longest wait for a slot before 429
     retry_after_seconds: int = 5
 
 
-class Slots:
-    """At most `concurrent` holders at once, `max_queue` waiting; anyone else is told to come back later (429)."""
-
-    def __init__(self, concurrent: int, max_queue: int, retry_after: int, queue_seconds: float = 60.0) -> None:
-        self._semaphore = asyncio.Semaphore(concurrent)
-        self._max_queue = max_queue
-        self._retry_after = retry_after
-        self._queue_seconds = queue_seconds
-        self.waiting = 0
-        self.busy = 0
-
-    @asynccontextmanager
-    async def hold(self):
-        if self._semaphore.locked() and self.waiting >= self._max_queue:
-            raise self._busy()
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self._queue_seconds)
-        except asyncio.TimeoutError:
-            raise self._busy() from None
-        finally:
-            self.waiting -= 1
-        self.busy += 1
-        try:
-            yield
-        finally:
-            self.busy -= 1
-            self._semaphore.release()
-
-    def _busy(self) -> HTTPException:
-        return HTTPException(
-            status_code=429,
-            detail=f"the server is busy ({self.busy} generating, {self.waiting} waiting); retry in {self._retry_after} s",
-            headers={"Retry-After": str(self._retry_after)},
-        )
+def busy(limits: Limits, detail: str) -> HTTPException:
+    """429 with Retry-After: the server is full; `detail` says with what."""
+    return HTTPException(status_code=429, detail=f"the server is busy ({detail}); retry in {limits.retry_after_seconds} s",
+                         headers={"Retry-After": str(limits.retry_after_seconds)})

@@ -1,30 +1,32 @@
 """The OpenAI-compatible API: /v1/models, /v1/completions and /v1/chat/completions, as JSON or server-sent events.
 
 Any OpenAI client talks to the loaded model: `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")`.
-The handlers are thin: `generation.stream` writes the text (`chat.chat_text` lays out a conversation);
-here are the limits and the shapes of the answers. Every request is bounded (`limits.Limits`):
+The handlers are thin: the engine (`generation.continuous_batching`) decodes every request's choices
+together with everyone else's, `streaming.TextWriter` turns their tokens into text (`chat.chat_text`
+lays out a conversation); here are the limits and the shapes of the answers. Every request is
+bounded (`limits.Limits`):
 
 - the prompt: at most max_prompt_bytes of UTF-8 and max_prompt_tokens tokens, and within the model's
   context (400); max_tokens <= max_new_tokens and n <= max_completions (400);
-- time: generation stops seconds_per_request after the request gets its slot (all its choices
-  share that time); the text written so far is the answer, finish_reason "length". No 408/504:
-  a client always gets what was written;
-- generations take a slot (`app.state.slots`); past the queue, 429 with Retry-After. A client that
-  hangs up frees its slot at once (its generation stops after the token being computed).
+- time: a choice stops seconds_per_request after it gets its slot; the text written so far is the
+  answer, finish_reason "length". No 408/504: a client always gets what was written;
+- each choice takes a slot in the engine; past its queue (or after queue_seconds waiting), 429 with
+  Retry-After. A client that hangs up frees its slots at the engine's next step.
 
 The "model" field is only compared with the loaded model's name (404 model_not_found otherwise):
 nothing is ever loaded because of a request. Text that spells a special token (<|endoftext|>) is that
 token, in prompts as in chat messages (as HuggingFace tokenizers read them). With n > 1 the choices
-are generated one after the other, choice i with seed + i. Log-probabilities are the model's own
+are generated together, choice i with seed + i, and sent in order. Log-probabilities are the model's own
 (temperature 1), with offsets in characters of the completion.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
 from typing import AsyncIterator
 
 import anyio
@@ -33,10 +35,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lanterne.chat import chat_text
 from lanterne.errors import LanterneError
-from lanterne.generation import context_limit, encode_prompt, stream
-from lanterne.server.app import error_body
+from lanterne.generation import context_limit, encode_prompt
+from lanterne.generation.continuous_batching import Busy, Generation
+from lanterne.generation.loop import prepare
+from lanterne.generation.streaming import TextWriter
+from lanterne.server.errors import error_body
+from lanterne.server.limits import busy
 from lanterne.server.openai_schema import ChatRequest, CompletionRequest, SamplingRequest
-from lanterne.generation.streaming import TextStream
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible API"])
 
@@ -83,11 +88,13 @@ async def completions(body: CompletionRequest, request: Request):
     run = await _start(request, body, lambda tokenizer: body.prompt, len(body.prompt.encode()), allow_special=True,
                        max_tokens=body.max_tokens if body.max_tokens is not None else COMPLETION_MAX_TOKENS, top_logprobs=body.logprobs)
     if body.stream:
-        return _EventStream(_completion_events(run, body), run.slot)
-    async with run.slot:  # freed when the choices are written, or when writing them fails
-        choices = [await _collect(run, index) for index in range(run.n)]
-    answer = [{"text": text, "index": index, "logprobs": _legacy_logprobs(run, stream, text), "finish_reason": _finish(stream)}
-              for index, (text, stream) in enumerate(choices)]
+        return _EventStream(_completion_events(run, body), run)
+    try:
+        texts = [await choice.collect() for choice in run.choices]
+    finally:
+        run.cancel()
+    answer = [{"text": text, "index": index, "logprobs": _legacy_logprobs(run, choice, text), "finish_reason": choice.finish()}
+              for index, (text, choice) in enumerate(zip(texts, run.choices))]
     return {**run.header("text_completion"), "choices": answer, "usage": run.usage()}
 
 
@@ -104,57 +111,118 @@ async def chat_completions(body: ChatRequest, request: Request):
     run = await _start(request, body, lambda tokenizer: chat_text(tokenizer, messages), size, allow_special=True,
                        max_tokens=requested if requested is not None else request.app.state.limits.max_new_tokens)
     if body.stream:
-        return _EventStream(_chat_events(run, body), run.slot)
-    async with run.slot:
-        choices = [await _collect(run, index) for index in range(run.n)]
-    answer = [{"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": _finish(stream)}
-              for index, (text, stream) in enumerate(choices)]
+        return _EventStream(_chat_events(run, body), run)
+    try:
+        texts = [await choice.collect() for choice in run.choices]
+    finally:
+        run.cancel()
+    answer = [{"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": choice.finish()}
+              for index, (text, choice) in enumerate(zip(texts, run.choices))]
     return {**run.header("chat.completion"), "choices": answer, "usage": run.usage()}
 
 
-# -- one request's generation ---------------------------------------------------------------------
+# -- one request's generations, decoded by the engine among everyone else's -----------------------
+
+
+class _Choice:
+    """One choice: a generation in the engine, whose tokens come through a queue and become text here."""
+
+    def __init__(self, run: "_Run", generation: Generation, writer: TextWriter) -> None:
+        self.run, self.generation, self.writer = run, generation, writer
+        self.events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        seconds = run.request.app.state.limits.seconds_per_request
+
+        def started() -> None:  # in the engine's thread: its time runs from its slot
+            generation.deadline = time.monotonic() + seconds
+            loop.call_soon_threadsafe(self.events.put_nowait, ("start", None, None))
+
+        generation.on_start = started
+        generation.on_token = lambda token, logprobs: loop.call_soon_threadsafe(self.events.put_nowait, ("token", token, logprobs))
+        generation.on_end = lambda reason, error: loop.call_soon_threadsafe(self.events.put_nowait, ("end", reason, error))
+        self.ended: str | None = None
+
+    async def admitted(self) -> None:
+        """Wait for a slot: 429 when none came within the queue's time, 400 when the engine refused the prompt."""
+        kind, reason, error = await self.events.get()
+        if kind == "start":
+            return
+        self.ended = reason
+        if reason == "busy":
+            raise busy(self.run.request.app.state.limits, f"no slot came free in {self.run.request.app.state.limits.queue_seconds:g} s")
+        if reason == "error":
+            raise HTTPException(400, str(error))
+        # ended before starting: no new token asked (max_tokens 0), or cancelled
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The choice's text, piece by piece; a stop string cancels the generation at the engine's next step."""
+        while self.ended is None:
+            kind, value, extra = await self.events.get()
+            if kind == "token":
+                piece = self.writer.add(value, extra)
+                self.run.count_tokens()
+                if piece:
+                    yield piece
+                if self.writer.finish_reason is not None:  # eos or a stop string: the engine may write one more
+                    self.generation.cancel()
+                    self.ended = self.writer.finish_reason
+            elif kind == "end":
+                self.ended = value
+                if value == "error":
+                    raise LanterneError(str(extra))
+        rest = self.writer.end(self.ended)
+        if rest:
+            yield rest
+
+    async def collect(self) -> str:
+        parts = []
+        async for piece in self.pieces():
+            parts.append(piece)
+            if await self.run.request.is_disconnected():
+                self.generation.cancel()
+                break
+        return "".join(parts)
+
+    def finish(self) -> str:
+        return FINISH_REASONS[self.writer.finish_reason or self.ended or "cancelled"]
 
 
 class _Run:
-    """The choices of one request, generated one after the other while it holds a slot, within its time."""
+    """The choices of one request: `n` generations submitted together (choice i seeded seed + i)."""
 
-    def __init__(self, request: Request, body: SamplingRequest, prompt: str, allow_special: bool, max_tokens: int,
-                 top_logprobs: int | None, slot: AsyncExitStack) -> None:
+    def __init__(self, request: Request, body: SamplingRequest, prepared, max_tokens: int, top_logprobs: int | None) -> None:
         state = request.app.state
-        self.request, self.slot, self.tokenizer = request, slot, state.tokenizer
+        self.request, self.tokenizer = request, state.tokenizer
         self.model_name, self.created, self.id = state.model_name, int(time.time()), uuid.uuid4().hex
-        self.n, self.seed, self.top_logprobs = body.n or 1, body.seed, top_logprobs
-        self.deadline = time.monotonic() + state.limits.seconds_per_request
-        self.streams: list[TextStream] = []
-        self._open = lambda seed, seconds: stream(
-            state.model, state.tokenizer, prompt, max_tokens if seconds > 0 else 0, stop=body.stop, seed=seed,
-            allow_special=allow_special, top_logprobs=top_logprobs, max_seconds=max(seconds, 1e-6), **body.sampling(),
-        )
-        self.prompt_tokens = len(self.choice(0).prompt_ids)  # checks the settings before anything is sent
-
-    def choice(self, index: int) -> TextStream:
-        """Choice `index`'s stream, made when first asked with the time left (none left: it writes nothing)."""
-        if index == len(self.streams):
-            seconds = self.deadline - time.monotonic()
-            self.streams.append(self._open(None if self.seed is None else self.seed + index, seconds))
-        return self.streams[index]
+        self.n, self.top_logprobs = body.n or 1, top_logprobs
+        self.prompt_tokens = len(prepared.prompt_ids[0])
+        self.choices = []
+        for index in range(self.n):
+            generation = Generation(prepared.prompt_ids[0], max_tokens, prepared.settings, None if body.seed is None else body.seed + index,
+                                    prepared.eos_id, prepared.vocab_limit, logprobs=top_logprobs is not None)
+            self.choices.append(_Choice(self, generation, TextWriter(state.tokenizer, prepared.stop, prepared.eos_id, top_logprobs)))
 
     def header(self, kind: str) -> dict:
         prefix = "chatcmpl" if kind.startswith("chat") else "cmpl"
         return {"id": f"{prefix}-{self.id}", "object": kind, "created": self.created, "model": self.model_name}
 
     def usage(self) -> dict:
-        completion = sum(len(stream.new_ids) for stream in self.streams)
+        completion = sum(len(choice.writer.new_ids) for choice in self.choices)
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion}
 
     def count_tokens(self) -> None:
-        self.request.state.tokens = sum(len(stream.new_ids) for stream in self.streams)  # for the request's log line
+        self.request.state.tokens = sum(len(choice.writer.new_ids) for choice in self.choices)  # for the request's log line
+
+    def cancel(self) -> None:
+        """Every choice stops at the engine's next step (a client gone, or the answer sent)."""
+        for choice in self.choices:
+            choice.generation.cancel()
 
 
 async def _start(request: Request, body: SamplingRequest, render, prompt_bytes: int, *, allow_special: bool,
                  max_tokens: int, top_logprobs: int | None = None) -> _Run:
-    """Check what the request asks against the limits, take a slot, and open its first choice (400/429 before any answer)."""
-    limits = request.app.state.limits
+    """Check what the request asks against the limits, submit its choices, and wait for their slots (400/429 before any answer)."""
+    state, limits = request.app.state, request.app.state.limits
     unsupported = body.unsupported()
     if unsupported:
         raise HTTPException(400, f"'{unsupported}' is not implemented by this server; leave it out")
@@ -164,17 +232,25 @@ async def _start(request: Request, body: SamplingRequest, render, prompt_bytes: 
         raise HTTPException(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_new_tokens}; ask for fewer")
     if (body.n or 1) > limits.max_completions:
         raise HTTPException(400, f"n is {body.n}, over this server's limit of {limits.max_completions} completions; ask for fewer")
-    slot = AsyncExitStack()
-    await slot.enter_async_context(request.app.state.slots.hold())
+    prepared = await anyio.to_thread.run_sync(_prepare, request, body, render, allow_special)
+    run = _Run(request, body, prepared, max_tokens, top_logprobs)
     try:
-        return await anyio.to_thread.run_sync(_open_run, request, body, render, allow_special, max_tokens, top_logprobs, slot)
+        for choice in run.choices:
+            state.engine.submit(choice.generation)
+    except Busy as error:
+        run.cancel()
+        raise busy(limits, str(error)) from None
+    try:
+        for choice in run.choices:
+            await choice.admitted()
     except BaseException:
-        await slot.aclose()
+        run.cancel()
         raise
+    return run
 
 
-def _open_run(request, body, render, allow_special, max_tokens, top_logprobs, slot) -> _Run:
-    """In a worker thread: lay out and count the prompt (CPU work), then open the run."""
+def _prepare(request, body, render, allow_special):
+    """In a worker thread: lay out, encode and check the prompt (CPU work), with the request's sampling settings."""
     state, limits = request.app.state, request.app.state.limits
     prompt = render(state.tokenizer)
     size = len(prompt.encode())
@@ -185,53 +261,26 @@ def _open_run(request, body, render, allow_special, max_tokens, top_logprobs, sl
     if tokens > min(limits.max_prompt_tokens, context):
         which = "this server's limit" if limits.max_prompt_tokens < context else "the model's context"
         raise HTTPException(400, f"the prompt has {tokens:,} tokens, over {which} of {min(limits.max_prompt_tokens, context):,}; shorten it")
-    return _Run(request, body, prompt, allow_special, max_tokens, top_logprobs, slot)
-
-
-async def _pieces(run: _Run, index: int) -> AsyncIterator[str]:
-    """Choice `index`'s pieces, each computed in a worker thread; stopped when the caller stops (a client gone)."""
-    choice = await anyio.to_thread.run_sync(run.choice, index)  # encodes the prompt: CPU work, off the event loop
-    try:
-        while True:
-            # abandon_on_cancel: a client that hangs up is let go at once; `close` stops the thread's work after its token.
-            piece = await anyio.to_thread.run_sync(next, choice, None, abandon_on_cancel=True)
-            run.count_tokens()
-            if piece is None:
-                return
-            yield piece
-            if await run.request.is_disconnected():
-                return
-    finally:
-        choice.close()
-
-
-async def _collect(run: _Run, index: int) -> tuple[str, TextStream]:
-    async with aclosing(_pieces(run, index)) as pieces:
-        text = "".join([piece async for piece in pieces])
-    return text, run.choice(index)
-
-
-def _finish(choice: TextStream) -> str:
-    return FINISH_REASONS[choice.finish_reason or "cancelled"]
+    return prepare(state.engine.model, state.tokenizer, [prompt], stop=body.stop, strict=True, allow_special=allow_special, **body.sampling())
 
 
 # -- server-sent events ---------------------------------------------------------------------------
 
 
 class _EventStream(StreamingResponse):
-    """Server-sent events that free the request's slot when they end, however they end (the client hanging up too)."""
+    """Server-sent events that cancel the request's generations when they end, however they end (the client hanging up too)."""
 
-    def __init__(self, events: AsyncIterator[dict], slot: AsyncExitStack) -> None:
+    def __init__(self, events: AsyncIterator[dict], run: _Run) -> None:
         super().__init__(_sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        self.slot = slot
+        self.run = run
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):  # even while the request is being cancelled
-                await self.slot.aclose()
-                await self.body_iterator.aclose()  # a client gone midway leaves it suspended: stop its generation now
+            self.run.cancel()  # a client gone midway: its slots are free at the engine's next step
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
 
 
 async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
@@ -247,27 +296,27 @@ async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
 
 async def _completion_events(run: _Run, body: CompletionRequest) -> AsyncIterator[dict]:
     header = run.header("text_completion")
-    for index in range(run.n):
+    for index, choice in enumerate(run.choices):
         sent, logged = 0, 0  # characters sent, tokens whose log-probabilities were sent
-        async with aclosing(_pieces(run, index)) as pieces:
+        async with aclosing(choice.pieces()) as pieces:
             async for piece in pieces:
                 sent += len(piece)
-                logprobs, logged = _new_logprobs(run, run.choice(index), logged, sent)
+                logprobs, logged = _new_logprobs(run, choice, logged, sent)
                 yield {**header, "choices": [{"text": piece, "index": index, "logprobs": logprobs, "finish_reason": None}]}
-        logprobs, logged = _new_logprobs(run, run.choice(index), logged, sent)
-        yield {**header, "choices": [{"text": "", "index": index, "logprobs": logprobs, "finish_reason": _finish(run.choice(index))}]}
+        logprobs, logged = _new_logprobs(run, choice, logged, sent)
+        yield {**header, "choices": [{"text": "", "index": index, "logprobs": logprobs, "finish_reason": choice.finish()}]}
     if body.stream_options and body.stream_options.include_usage:
         yield {**header, "choices": [], "usage": run.usage()}
 
 
 async def _chat_events(run: _Run, body: ChatRequest) -> AsyncIterator[dict]:
     header = run.header("chat.completion.chunk")
-    for index in range(run.n):
+    for index, choice in enumerate(run.choices):
         yield {**header, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}
-        async with aclosing(_pieces(run, index)) as pieces:
+        async with aclosing(choice.pieces()) as pieces:
             async for piece in pieces:
                 yield {**header, "choices": [{"index": index, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]}
-        yield {**header, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": _finish(run.choice(index))}]}
+        yield {**header, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.finish()}]}
     if body.stream_options and body.stream_options.include_usage:
         yield {**header, "choices": [], "usage": run.usage()}
 
@@ -275,20 +324,21 @@ async def _chat_events(run: _Run, body: ChatRequest) -> AsyncIterator[dict]:
 # -- log-probabilities, in OpenAI's legacy completions shape --------------------------------------
 
 
-def _legacy_logprobs(run: _Run, choice: TextStream, text: str) -> dict | None:
+def _legacy_logprobs(run: _Run, choice: _Choice, text: str) -> dict | None:
     """The log-probabilities of the tokens whose text starts inside `text` (None when not asked)."""
     return _new_logprobs(run, choice, 0, len(text))[0]
 
 
-def _new_logprobs(run: _Run, choice: TextStream, start: int, sent: int) -> tuple[dict | None, int]:
+def _new_logprobs(run: _Run, choice: _Choice, start: int, sent: int) -> tuple[dict | None, int]:
     """{tokens, token_logprobs, top_logprobs, text_offset} of the recorded tokens from `start` whose text starts
     before character `sent`, and the index after them; None when log-probabilities were not asked."""
     if run.top_logprobs is None:
         return None, start
+    recorded = choice.writer.logprobs
     end = start
-    while end < len(choice.logprobs) and choice.logprobs[end].offset < sent:
+    while end < len(recorded) and recorded[end].offset < sent:
         end += 1
-    records = choice.logprobs[start:end]
+    records = recorded[start:end]
     label = lambda token_id: token_label(run.tokenizer, token_id)  # noqa: E731
     return {
         "tokens": [label(record.token_id) for record in records],

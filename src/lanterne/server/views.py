@@ -7,6 +7,7 @@ or its `draw_*` figure as PNG or SVG. The page and its scripts are files of `sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import typing
@@ -19,7 +20,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
 
 from lanterne.errors import ModelInputError
 from lanterne.generation import encode_prompt
@@ -27,6 +27,8 @@ from lanterne.inspect import attention, context, embeddings, feedforward, logit_
 from lanterne.inspect.drawing import save_figure
 from lanterne.inspect.recording import Recording, check_layer_head, record
 from lanterne.inspect.tour import ANALOGY, MAP_WORDS
+from lanterne.server.limits import busy
+from lanterne.server.view_cache import ViewCache
 
 router = APIRouter()
 
@@ -125,10 +127,17 @@ def recorded(state, request: Request, text: str) -> Recording:
     return recording
 
 
-async def off_the_loop(request: Request, work: Callable, body):
-    """`work(state, request, body)` in a worker thread, holding a slot: forward passes never block the event loop."""
-    async with request.app.state.slots.hold():
-        return await run_in_threadpool(work, request.app.state, request, body)
+async def computed(request: Request, endpoint: str, body: BaseModel, work: Callable, answer: Callable = lambda data: data):
+    """The endpoint's answer, `answer(work(state, request, body))`, computed by the engine between two decoding
+    steps (never behind a whole answer, never on the event loop), and shared by identical requests."""
+    state = request.app.state
+
+    async def compute():
+        if state.engine.jobs_waiting >= state.limits.max_views_waiting:
+            raise busy(state.limits, f"{state.engine.jobs_waiting} views waiting")
+        return await asyncio.wrap_future(state.engine.call(lambda: answer(work(state, request, body))))
+
+    return await state.view_cache.get(ViewCache.key(endpoint, body), compute)
 
 
 def last_tokens(rows: list[list], count: int) -> list[list]:
@@ -252,39 +261,40 @@ def info(request: Request) -> dict:
 @router.post("/api/tokenize", tags=["explorer"])
 async def tokenize(body: TokenizeRequest, request: Request) -> dict:
     """Slide 1: the text cut by characters, words, the model's tokenizer and published vocabularies (tokens, ids, spans, counts)."""
-    view = await off_the_loop(request, tokenization_slide, body)
-    return view.as_dict(max_tokens=body.max_tokens)
+    return await computed(request, "tokenize", body, tokenization_slide, lambda view: view.as_dict(max_tokens=body.max_tokens))
 
 
 @router.post("/api/embeddings", tags=["explorer"])
 async def embedding(body: EmbeddingRequest, request: Request) -> dict:
     """Slide 2: a word's vector and nearest tokens; optionally a 2-D map (PCA) of words and an analogy a − b + c."""
-    data = await off_the_loop(request, embedding_slide, body)
-    return {name: None if value is None else value.as_dict() for name, value in data.items()}
+    return await computed(request, "embeddings", body, embedding_slide,
+                          lambda data: {name: None if value is None else value.as_dict() for name, value in data.items()})
 
 
 @router.post("/api/next-word", tags=["explorer"])
 async def next_word_endpoint(body: NextWordRequest, request: Request) -> dict:
     """Slide 3: the next-token table, and `slider`: the top logits and the rest's summary at every slider temperature."""
-    data = await off_the_loop(request, next_word_slide, body)
-    return {"table": data["table"].as_dict(), "slider": data["slider"], "dropped": data["dropped"]}
+    return await computed(request, "next-word", body, next_word_slide,
+                          lambda data: {"table": data["table"].as_dict(), "slider": data["slider"], "dropped": data["dropped"]})
 
 
 @router.post("/api/attention", tags=["explorer"])
 async def attention_endpoint(body: AttentionRequest, request: Request) -> dict:
     """Slide 4: one head's (or the heads' average) weights over the last 64 tokens, each token's top links, where one token looks."""
-    data = await off_the_loop(request, attention_slide, body)
     config = request.app.state.model.config
-    return {
+    return await computed(request, "attention", body, attention_slide, lambda data: {
         **data["view"].as_dict(last=SHOWN_TOKENS), "most_focused": data["most_focused"], "looks": [vars(link) for link in data["looks"]],
         "n_layers": config.n_layers, "n_heads": config.n_heads, "dropped": data["dropped"],
-    }
+    })
 
 
 @router.post("/api/lens", tags=["explorer"])
 async def lens(body: LensRequest, request: Request) -> dict:
     """Slide 5: the logit lens (top next token after each layer) and the feed-forward contribution per token, last 64 tokens."""
-    data = await off_the_loop(request, lens_slide, body)
+    return await computed(request, "lens", body, lens_slide, lens_answer)
+
+
+def lens_answer(data: dict) -> dict:
     lens_data, ff = data["lens"].as_dict(), data["feedforward"].as_dict()
     lens_data.update(tokens=lens_data["tokens"][-SHOWN_TOKENS:], readings=last_tokens(lens_data["readings"], SHOWN_TOKENS))
     ff.update(tokens=ff["tokens"][-SHOWN_TOKENS:], top_units=ff["top_units"][-SHOWN_TOKENS:],
@@ -296,15 +306,13 @@ async def lens(body: LensRequest, request: Request) -> dict:
 @router.post("/api/context", tags=["explorer"])
 async def context_endpoint(body: ContextRequest, request: Request) -> dict:
     """Slide 6: the text against the model's context (what is cut), the slide's table recomputed, the measured cost."""
-    view = await off_the_loop(request, context_slide, body)
-    return view.as_dict()
+    return await computed(request, "context", body, context_slide, lambda view: view.as_dict())
 
 
 @router.post("/api/temperature", tags=["explorer"])
 async def temperature_endpoint(body: TemperatureRequest, request: Request) -> dict:
     """The temperature slide: the candidates' curves from T = 0.05 to 2, what top-k, top-p and min-p keep, samples."""
-    view = await off_the_loop(request, temperature_slide, body)
-    return view.as_dict()
+    return await computed(request, "temperature", body, temperature_slide, lambda view: view.as_dict())
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -368,7 +376,7 @@ async def _figure(name: str, payload, request: Request) -> Response:
             path = save_figure(draw(data, body), Path(folder) / view, (extension,))[0]
             return path.read_bytes()
 
-    content = await off_the_loop(request, work, body)
+    content = await computed(request, f"figure/{name}", body, work)
     media = "image/png" if extension == "png" else "image/svg+xml"
     return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="lanterne-{view}.{extension}"'})
 
