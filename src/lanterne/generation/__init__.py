@@ -14,8 +14,8 @@ from lanterne.generation.loop import (
     fit_prompt,
     generate,
     generate_ids,
-    stream,
 )
+from lanterne.generation.streaming import stream
 from lanterne.generation.sampling import SamplingSettings
 from lanterne.generation.timings import Timings
 

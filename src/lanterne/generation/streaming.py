@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from lanterne.errors import GenerationError
-from lanterne.generation.loop import generate_ids
+from lanterne.generation.loop import generate_ids, prepare
 from lanterne.generation.incremental_text import IncrementalText, StopStrings
+
+if TYPE_CHECKING:
+    from lanterne.generation.timings import Timings
 
 
 @dataclass(frozen=True)
@@ -175,3 +179,39 @@ def _token_logprob(token: int, logprobs: torch.Tensor, k: int, offset: int) -> T
     top = torch.topk(logprobs, min(k, logprobs.numel())) if k else None
     alternatives = [] if top is None else [(int(i), float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]
     return TokenLogprob(token, float(logprobs[token]), alternatives, offset)
+
+
+def stream(
+    model,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    stop: str | Sequence[str] = (),
+    seed: int | None = None,
+    *,
+    strict: bool = False,
+    eos_id: int | None = None,
+    allow_special: bool = False,
+    top_logprobs: int | None = None,
+    max_seconds: float | None = None,
+    fast: bool = False,
+    compile: bool | None = None,
+    timings: Timings | None = None,
+    progress=None,
+) -> TextStream:
+    """Like `generate` for one prompt, yielding text as it comes; the pieces join to `generate`'s result.
+
+    Text that may be the start of a stop string, or half of a UTF-8 character, waits for the next token.
+    Returns a `streaming.TextStream`: iterate it for the pieces; afterwards its `finish_reason` says why
+    it stopped. top_logprobs=k records each token's log-probability and the k likeliest alternatives;
+    max_seconds ends generation after that long (finish_reason "time"). The sampling settings and the
+    prompt are checked at once (GenerationError), before any piece is asked.
+    """
+    decoding = dict(fast=fast, compile=compile, timings=timings, progress=progress)
+    request = prepare(model, tokenizer, [prompt], temperature, top_k, top_p, min_p, repetition_penalty, stop, strict, eos_id, allow_special, decoding)
+    return TextStream(model, tokenizer, request, max_new_tokens, seed, strict=strict, top_logprobs=top_logprobs, max_seconds=max_seconds)
