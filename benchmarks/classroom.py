@@ -7,8 +7,8 @@ T = 0.8 with their own seed. All press the button together. Measured per student
 time to the first streamed token, the whole answer, and whether it came whole (48 tokens,
 finish_reason "length").
 
-1. one student alone, on the same server (the reference for the aggregate);
-2. 30 students (the goals below);
+1. one student alone, on the same server (the reference for the aggregate: its completion's tokens/s);
+2. 30 students (the goals below), and the same 30 with their completions only (the peer's scenario);
 3. 100 students (Lanterne): no 5xx, every refusal a 429 with Retry-After, nobody waiting past
    queue_seconds, the server's peak memory;
 4. the peer, llama.cpp's server (`python -m llama_cpp.server --n_threads 2`), with its default and with
@@ -176,6 +176,7 @@ def summary(records: list[dict], elapsed: float) -> dict:
         "first_token_p50_s": _round(percentile([record["first_token_s"] for record in records], 0.5)),
         "first_token_p95_s": _round(percentile([record["first_token_s"] for record in records], 0.95)),
         "whole_answer_p50_s": _round(percentile([record["whole_s"] for record in records], 0.5)),
+        "completion_p50_s": _round(percentile([record["completion_s"] for record in records], 0.5)),
         "whole_answer_p95_s": _round(percentile([record["whole_s"] for record in records], 0.95)),
         "longest_wait_s": _round(max(record["whole_s"] for record in records)),
         "view_p50_s": _round(percentile([seconds for record in records for seconds in record["view_seconds"]], 0.5)),
@@ -194,10 +195,13 @@ def lanterne(model: str, log_folder: Path, students: list[int]) -> dict:
     runs = {}
     with Server(command, port, "/api/info", log_folder / "lanterne-serve.log") as server:
         runs["start_s"] = round(server.ready(), 1)
-        runs["alone"] = asyncio.run(classroom(server.base_url, 1, views=True))
+        runs["alone"] = asyncio.run(classroom(server.base_url, 1, views=False))
         for count in students:
             runs[f"students_{count}"] = asyncio.run(classroom(server.base_url, count, views=True))
             print(f"  lanterne, {count} students: {short(runs[f'students_{count}'])}", flush=True)
+        # The peer's scenario: the completions alone, no slides.
+        runs[f"students_{students[0]}_completions_only"] = asyncio.run(classroom(server.base_url, students[0], views=False))
+        print(f"  lanterne, {students[0]} students, completions only: {short(runs[f'students_{students[0]}_completions_only'])}", flush=True)
         # Seeded answers: the same text alone as among the class (students 3 and 17, alone again now).
         class_texts = runs[f"students_{students[0]}"]["texts"]
         runs["same_text_alone_and_in_class"] = all(
@@ -260,15 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         if "skipped" not in report[name]:
             print(f"  {name}, {args.students} students: {short(report[name][f'students_{args.students}'])}", flush=True)
     class_ = ours[f"students_{args.students}"]
+    same_scenario = ours[f"students_{args.students}_completions_only"]
     alone = ours["alone"]
-    alone_rate = NEW_TOKENS / alone["whole_answer_p50_s"] if alone["whole_answer_p50_s"] else None
+    alone_rate = NEW_TOKENS / alone["completion_p50_s"] if alone["completion_p50_s"] else None
     ratios = {"aggregate_vs_alone": round(class_["aggregate_pieces_per_s"] / alone_rate, 2) if alone_rate else None,
               "alone_tokens_per_s": round(alone_rate, 1) if alone_rate else None}
     peer = report.get("llama_cpp_interrupt_false", {})
     if "skipped" not in peer and peer:
         theirs = peer[f"students_{args.students}"]
-        ratios["first_token_p95_vs_llama_cpp_one_at_a_time"] = round(theirs["first_token_p95_s"] / class_["first_token_p95_s"], 2)
-        ratios["whole_class_vs_llama_cpp_one_at_a_time"] = round(theirs["whole_class_s"] / class_["whole_class_s"], 2)
+        ratios["first_token_p95_vs_llama_cpp_one_at_a_time"] = round(theirs["first_token_p95_s"] / same_scenario["first_token_p95_s"], 2)
+        ratios["whole_class_vs_llama_cpp_one_at_a_time"] = round(theirs["whole_class_s"] / same_scenario["whole_class_s"], 2)
+        ratios["alone_vs_llama_cpp_alone"] = round(alone_rate / (NEW_TOKENS / peer["alone"]["completion_p50_s"]), 2)
     report["ratios"] = ratios
     print(f"ratios: {ratios}; seeded text alone = in class: {ours['same_text_alone_and_in_class']}; "
           f"server peak memory {ours['peak_memory_bytes'] / 2**20:.0f} MiB" if ours.get("peak_memory_bytes") else f"ratios: {ratios}")

@@ -129,8 +129,9 @@ def test_lanes_hold_what_memory_allows():
     plan = plan_lanes(config, 4096, torch.float32, memory=10**12)
     assert plan == {128: 32}  # the context (128) caps every lane
     big = GPTConfig.preset("llama", vocab_size=96, context_length=8192, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=64)
-    assert plan_lanes(big, 4096, torch.float32, memory=10**12) == {256: 32, 1024: 8, 4096: 2}
-    assert plan_lanes(big, 4096, torch.float32, memory=3 * kv_bytes(big, 256, torch.float32) * 5)[256] == 5
+    assert plan_lanes(big, 4096, torch.float32, memory=10**12) == {128: 32, 512: 8, 2048: 2, 8192: 1}
+    # Each of the 4 lanes gets a quarter of the memory: 5 slots of 128 positions fit in the first's share.
+    assert plan_lanes(big, 4096, torch.float32, memory=4 * kv_bytes(big, 128, torch.float32) * 5)[128] == 5
 
 
 def test_a_decoder_step_covers_only_the_busy_slots_and_a_move_keeps_a_sequence_whole():

@@ -417,3 +417,48 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(model, tokenizer, m
     serving.serve(model, tokenizer, "tiny", host="0.0.0.0", port=8123)
     assert calls[-1] == ("0.0.0.0", 8123) and "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert serving.is_loopback("::1") and serving.is_loopback("localhost") and not serving.is_loopback("192.168.1.5")
+
+
+# -- a class at once --------------------------------------------------------------------------------
+
+
+def test_views_are_answered_while_eight_generations_run_and_identical_views_share_one_computation(slow_model, tokenizer):
+    app = create_app(slow_model, tokenizer, NAME, Limits(slots=8, max_new_tokens=300))
+    with running(app) as base_url, httpx.Client(base_url=base_url, trust_env=False, timeout=30) as http:
+        streams = [http.stream("POST", COMPLETIONS, json={"prompt": "le", "max_tokens": 300, "stream": True, "seed": index})
+                   for index in range(8)]
+        responses = [stream.__enter__() for stream in streams]
+        try:
+            assert wait_until(lambda: app.state.engine.running == 8, 10)
+            start = time.monotonic()
+            first = http.post("/api/next-word", json={"text": "le petit chat"})
+            # 300 tokens at 20 ms a step: 6 s for the generations; the view is answered between two of their steps.
+            assert first.status_code == 200 and time.monotonic() - start < 3 and app.state.engine.running == 8
+            computed = app.state.view_cache.misses
+            assert http.post("/api/next-word", json={"text": "le petit chat"}).json() == first.json()
+            assert app.state.view_cache.misses == computed and app.state.view_cache.hits >= 1
+            status = http.get("/api/status").json()
+            assert status["running"] == 8 and status["waiting"] == 0 and status["slots"] >= 8 and status["view_cache_hits"] >= 1
+            metrics = http.get("/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain")
+            assert "lanterne_generations_running 8" in metrics.text and "# TYPE lanterne_tokens_per_second gauge" in metrics.text
+        finally:
+            for stream in streams:
+                stream.__exit__(None, None, None)
+        assert wait_until(lambda: app.state.engine.running == 0, 2), "hanging up frees every slot at the next step"
+
+
+def test_a_seeded_completion_is_the_same_alone_and_among_eight(model, tokenizer):
+    app = create_app(model, tokenizer, NAME, Limits(slots=8))
+    body = {"prompt": "le petit", "max_tokens": 12, "temperature": 0.9, "seed": 3}
+    with running(app) as base_url, httpx.Client(base_url=base_url, trust_env=False, timeout=30) as http:
+        alone = http.post(COMPLETIONS, json=body).json()["choices"][0]["text"]
+
+        def ask(seed):
+            return http.post(COMPLETIONS, json={**body, "seed": seed}).json()["choices"][0]["text"]
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(ask, range(8)))
+    assert together[3] == alone

@@ -39,7 +39,7 @@ MAX_SLOTS = 32
 # The step sizes each lane compiles: the busy slots are kept at the front, and a step covers the
 # smallest size that holds them. From 4: fp32 products of 1 or 2 rows round differently from more.
 STEP_SIZES = (4, 8, 16, 32)
-SHORTEST_LANE = 256  # positions (prompt + new tokens) of the first lane; each next lane holds 4 times more
+SHORTEST_LANE = 128  # positions (prompt + new tokens) of the first lane (a sentence and its 60-token answer); each next lane 4 times more
 MEMORY_SHARE = 0.25  # of the memory free at start, for the lanes' keys and values
 # Per turn, when sequences are running: how long admitting prompts, and running other jobs, may delay their next token.
 ADMIT_SECONDS = 0.5
@@ -116,7 +116,7 @@ def free_memory(device: torch.device) -> int:
 
 
 def plan_lanes(config, longest: int, dtype: torch.dtype, memory: int, max_slots: int = MAX_SLOTS) -> dict[int, int]:
-    """{lane length: slots}. Lanes of 256, 1,024, 4,096... positions up to `longest` (within the context);
+    """{lane length: slots}. Lanes of 128, 512, 2,048... positions up to `longest` (within the context);
     each gets an equal share of `memory`, as many slots as fit, at most `max_slots` (a quarter as many
     as the lane before it: long answers are rarer, and each costs a longer step). At least one slot each."""
     longest = min(longest, config.context_length)

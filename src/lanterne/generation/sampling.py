@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 from lanterne.errors import GenerationError
 
@@ -131,19 +132,41 @@ def draw(probabilities: torch.Tensor, generator: torch.Generator | None = None) 
     """One id per row of probabilities (batch, vocab), each with its probability: a uniform number u in
     [0, total) lands in the cumulative sums, and the first id whose sum passes u is chosen (an id of
     probability 0 never is). Samples as torch.multinomial does, ten times faster over a 262k vocabulary
-    (0.45 ms against 5 ms on a CPU: multinomial was a fifth of a Gemma token)."""
-    sums = probabilities.double().cumsum(dim=-1)  # (batch, vocab)
-    u = torch.rand(sums.shape[0], 1, generator=generator, dtype=sums.dtype, device=sums.device) * sums[:, -1:]
-    return torch.searchsorted(sums, u, right=True).clamp(max=sums.shape[-1] - 1).squeeze(1)
+    (multinomial was a fifth of a Gemma token)."""
+    u = torch.rand(probabilities.shape[0], 1, generator=generator, dtype=torch.float64, device=probabilities.device)
+    return inverse_cdf(probabilities, u)
 
 
 def draw_each(probabilities: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """`draw` for rows that each have their own generator (sequences decoded together, each with its
     seed): row i takes its number from generators[i], so it draws what it would draw alone."""
-    sums = probabilities.double().cumsum(dim=-1)  # (batch, vocab)
-    u = torch.cat([torch.rand(1, 1, generator=generator, dtype=sums.dtype, device=sums.device) for generator in generators])
-    u = u * sums[:, -1:]
-    return torch.searchsorted(sums, u, right=True).clamp(max=sums.shape[-1] - 1).squeeze(1)
+    u = torch.cat([torch.rand(1, 1, generator=generator, dtype=torch.float64, device=probabilities.device) for generator in generators])
+    return inverse_cdf(probabilities, u)
+
+
+CHUNK = 1024  # ids summed together first: the cumulative sum runs over chunks, then inside one chunk
+
+
+def inverse_cdf(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The first id of each row whose cumulative probability passes u * the row's total (u: (batch, 1) in [0, 1)).
+
+    In two stages: the chunks' cumulative sums, then the ids of the chosen chunk, both accumulated in
+    float64. The row is read once instead of written out as 8-byte sums (30 rows of Gemma's 262,144 ids:
+    a few ms against 25).
+    """
+    rows, vocab = probabilities.shape
+    chunks = -(-vocab // CHUNK)
+    padded = probabilities if vocab == chunks * CHUNK else F.pad(probabilities, (0, chunks * CHUNK - vocab))
+    blocks = padded.view(rows, chunks, CHUNK)
+    sums = blocks.sum(dim=-1).double().cumsum(dim=-1)  # (rows, chunks); each chunk summed in its own dtype (fast)
+    target = u * sums[:, -1:]
+    block = torch.searchsorted(sums, target, right=True).clamp(max=chunks - 1)  # (rows, 1)
+    before = torch.where(block > 0, sums.gather(1, (block - 1).clamp(min=0)), torch.zeros_like(target))
+    inside = blocks.gather(1, block[..., None].expand(rows, 1, CHUNK)).squeeze(1)  # (rows, CHUNK)
+    index = torch.searchsorted(inside.double().cumsum(dim=-1), target - before, right=True)
+    # Rounding may carry past the chunk's last id: take its last id of nonzero probability instead.
+    last = CHUNK - 1 - (inside > 0).flip(-1).int().argmax(dim=-1, keepdim=True)
+    return (block * CHUNK + torch.minimum(index, last)).squeeze(1)
 
 
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:

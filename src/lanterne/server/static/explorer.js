@@ -455,6 +455,16 @@ function describeModel() {
     I18N.number(config.context_length, 0));
 }
 
+// The load, for the teacher: generations running or waiting ("students") and tokens/s, every 5 s.
+async function showLoad() {
+  try {
+    const status = await api("/api/status");
+    $("load").textContent = t("load_line", status.running + status.waiting, I18N.number(status.tokens_per_second, 0));
+  } catch (error) {
+    $("load").textContent = "";
+  }
+}
+
 async function start() {
   I18N.lang = I18N.chosen();
   I18N.apply();
@@ -473,6 +483,8 @@ async function start() {
   explorer.attentionAuto = true;
   fillEmbeddingExamples(null);
   if (window.Generate) window.Generate.setup(info);
+  showLoad();
+  setInterval(showLoad, 5000);
   const requested = window.location.hash.slice(1);
   showTab(TABS[requested] || requested === "generate" ? requested : "tokens");
 }
