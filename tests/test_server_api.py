@@ -30,7 +30,7 @@ CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-LIMITS = Limits(max_prompt_tokens=48, max_prompt_bytes=400, max_new_tokens=40, max_completions=3, max_body_bytes=2000)
+LIMITS = Limits(max_prompt_tokens=48, max_text_characters=400, max_new_tokens=40, max_completions=3, max_body_bytes=2000)
 CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "le chat"}]
 
 
@@ -210,8 +210,8 @@ COMPLETIONS, CHATS = "/v1/completions", "/v1/chat/completions"
         (CHATS, {"messages": [{"role": "user", "content": 5}]}, 422, "content"),
         (CHATS, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}, 422, "content"),
         (CHATS, {"messages": CHAT, "temperature": 3}, 422, "temperature"),
-        (CHATS, {"messages": CHAT, "max_completion_tokens": 100}, 400, "max_tokens is 100"),
-        (CHATS, {"messages": CHAT, "logprobs": True}, 400, "not implemented"),
+        (CHATS, {"messages": CHAT, "max_completion_tokens": 100}, 400, "max_completion_tokens is 100"),
+        (CHATS, {"messages": CHAT, "logprobs": True}, 422, "not implemented"),
         (CHATS, {"messages": CHAT, "model": "../../etc/passwd"}, 404, "not served here"),
     ],
 )
@@ -230,19 +230,22 @@ def test_an_unknown_model_is_404(client):
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
 
 
-def test_prompts_over_the_limits_are_refused(client, model, tokenizer):
-    many_tokens = "qx zj " * 20  # 120 bytes, but letters the tokenizer never merged: about 60 tokens
+def test_a_prompt_over_the_limits_keeps_its_last_tokens_and_a_text_over_the_characters_is_refused(client, model, tokenizer):
+    many_tokens = "qx zj " * 20  # 120 characters, but letters the tokenizer never merged: about 60 tokens
     assert len(tokenizer.encode(many_tokens)) > LIMITS.max_prompt_tokens
-    response = client.post(COMPLETIONS, json={"prompt": many_tokens})
-    assert response.status_code == 400 and "tokens, over this server's limit of 48" in response.json()["error"]["message"]
-    many_bytes = "é" * 250  # 500 bytes of UTF-8, in a body under 2,000
-    response = client.post(COMPLETIONS, json={"prompt": many_bytes})
-    assert response.status_code == 400 and "500 bytes" in response.json()["error"]["message"]
-    response = client.post(CHATS, json={"messages": [{"role": "user", "content": many_tokens}]})
-    assert response.status_code == 400 and "tokens" in response.json()["error"]["message"]
+    answer = client.post(COMPLETIONS, json={"prompt": many_tokens, "max_tokens": 3, "seed": 1}).json()
+    assert answer["usage"]["prompt_tokens"] == LIMITS.max_prompt_tokens  # as `generate` without strict: the last ones
+    last = tokenizer.decode(tokenizer.encode(many_tokens)[-LIMITS.max_prompt_tokens:])
+    assert answer["choices"][0]["text"] == generate(model, tokenizer, last, 3, seed=1)
+    answer = client.post(CHATS, json={"messages": [{"role": "user", "content": many_tokens}], "max_tokens": 2}).json()
+    assert answer["usage"]["prompt_tokens"] == LIMITS.max_prompt_tokens
+    response = client.post(COMPLETIONS, json={"prompt": "é" * 401})  # the schema's maxLength, in characters
+    assert response.status_code == 400 and "401 characters, over this server's limit of 400" in response.json()["error"]["message"]
     wide = TestClient(create_app(model, tokenizer, NAME, Limits()))  # the model's context (64) is the tighter bound
-    response = wide.post(COMPLETIONS, json={"prompt": many_tokens * 2})
-    assert response.status_code == 400 and "the model's context of 64" in response.json()["error"]["message"]
+    answer = wide.post(COMPLETIONS, json={"prompt": many_tokens * 2, "max_tokens": 1}).json()
+    assert answer["usage"]["prompt_tokens"] == 63  # the context, less one new token
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["CompletionRequest"]["properties"]["n"]["anyOf"][0]["maximum"] == LIMITS.max_completions
 
 
 def test_a_body_too_large_is_413(client):
@@ -412,9 +415,9 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(model, tokenizer, m
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **options: calls.append((host, port)))
-    serving.serve(model, tokenizer, "tiny")
+    serving.serve(model, tokenizer, "tiny", compile=False)
     assert calls[-1] == ("127.0.0.1", 8000) and "warning" not in capsys.readouterr().err
-    serving.serve(model, tokenizer, "tiny", host="0.0.0.0", port=8123)
+    serving.serve(model, tokenizer, "tiny", host="0.0.0.0", port=8123, compile=False)
     assert calls[-1] == ("0.0.0.0", 8123) and "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert serving.is_loopback("::1") and serving.is_loopback("localhost") and not serving.is_loopback("192.168.1.5")
 

@@ -42,7 +42,7 @@ def served():
     tokenizer = train("bpe", TEXT, 300)
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("llama", vocab_size=320, context_length=64, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=48))
-    app = create_app(model, tokenizer, "tiny", Limits(max_prompt_tokens=400, max_prompt_bytes=2_000))
+    app = create_app(model, tokenizer, "tiny", Limits(max_prompt_tokens=400, max_text_characters=2_000))
     with TestClient(app) as client:
         yield SimpleNamespace(client=client, model=model, tokenizer=tokenizer)
 
@@ -153,16 +153,14 @@ def test_temperature_answers_the_curves_the_filters_and_samples(served):
 @pytest.mark.parametrize(
     "path, body, status, message",
     [
-        ("/api/tokenize", {"text": ""}, 400, "the text is empty"),
-        ("/api/next-word", {"text": "   "}, 400, "the text is empty"),
-        ("/api/attention", {"text": "é" * 1_001}, 400, "2,002 bytes; this server reads at most 2,000"),
-        ("/api/lens", {"text": "roi " * 300}, 400, "this server reads at most 400"),
-        ("/api/context", {"text": "roi " * 300}, 400, "this server reads at most 400"),
+        ("/api/tokenize", {"text": ""}, 422, "the text is empty"),
+        ("/api/next-word", {"text": "   "}, 422, "the text is empty"),
+        ("/api/attention", {"text": "é" * 2_001}, 400, "2,001 characters; this server reads at most 2,000"),
+        ("/api/lens", {"text": "roi " * 501}, 400, "this server reads at most 2,000"),
         ("/api/attention", {"text": SENTENCE, "layer": 2}, 400, "layer 2 does not exist: this model has layers 0 to 1"),
         ("/api/attention", {"text": SENTENCE, "layer": -3}, 400, "layer -3 does not exist"),
         ("/api/attention", {"text": SENTENCE, "layer": 0, "head": 4}, 400, "head 4 does not exist: this model has heads 0 to 3"),
         ("/api/attention", {"text": SENTENCE, "head": -1}, 400, "head -1 does not exist"),
-        ("/api/attention", {"text": SENTENCE, "position": 500}, 400, "position 500 is outside"),
         ("/api/lens", {"text": SENTENCE, "layer": 7}, 400, "layer 7 does not exist"),
         ("/api/attention", {"text": SENTENCE, "layer": "one"}, 422, "layer"),
         ("/api/next-word", {"text": SENTENCE, "top": 0}, 422, "top"),
@@ -171,8 +169,8 @@ def test_temperature_answers_the_curves_the_filters_and_samples(served):
         ("/api/tokenize", {"text": SENTENCE, "named": ["klingon"]}, 422, "unknown vocabulary 'klingon'"),
         ("/api/tokenize", {"text": SENTENCE, "lang": "de"}, 422, "lang"),
         ("/api/embeddings", {"word": ""}, 422, "word"),
-        ("/api/embeddings", {"word": "   "}, 400, "the word is empty"),
-        ("/api/embeddings", {"word": "roi", "map_words": ["roi", "reine"]}, 400, "a map needs at least 3 words"),
+        ("/api/embeddings", {"word": "   "}, 422, "the text is empty"),
+        ("/api/embeddings", {"word": "roi", "map_words": ["roi", "reine"]}, 422, "a map needs no words or at least 3"),
         ("/api/embeddings", {"word": "roi", "analogy": ["roi", "homme"]}, 422, "analogy"),
         ("/api/context", {"text": SENTENCE, "cost_tokens": 1_000_000}, 422, "cost_tokens"),
         ("/api/temperature", {"text": SENTENCE, "max_new_tokens": 0}, 422, "max_new_tokens"),
@@ -238,7 +236,7 @@ def test_a_figure_can_be_asked_for_by_a_plain_link(served):
         ("get", "/api/figure/attention.jpg", None, 404, "NAME.png or NAME.svg"),
         ("post", "/api/figure/attention", {"text": SENTENCE}, 404, "NAME.png or NAME.svg"),
         ("post", "/api/figure/attention.png", {"text": SENTENCE, "layer": 9}, 400, "layer 9 does not exist"),
-        ("post", "/api/figure/attention.png", {"text": ""}, 400, "the text is empty"),
+        ("post", "/api/figure/attention.png", {"text": ""}, 422, "the text is empty"),
         ("post", "/api/figure/attention.png", {"text": SENTENCE, "lang": "de"}, 422, "lang"),
         ("post", "/api/figure/attention.png", [1, 2], 422, "a JSON object"),
         ("post", "/api/figure/embedding-map.png", {"word": "roi"}, 400, "this figure needs map_words"),

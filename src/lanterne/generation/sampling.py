@@ -56,7 +56,8 @@ def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, p
         return logits
     seen = torch.gather(logits, 1, previous_ids)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, previous_ids, seen)
+    largest = torch.finfo(seen.dtype).max  # a tiny penalty must not make a score infinite (softmax would give NaN)
+    return logits.scatter(1, previous_ids, seen.clamp(-largest, largest))
 
 
 def filter_logits(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
@@ -166,7 +167,7 @@ def inverse_cdf(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     index = torch.searchsorted(inside.double().cumsum(dim=-1), target - before, right=True)
     # Rounding may carry past the chunk's last id: take its last id of nonzero probability instead.
     last = CHUNK - 1 - (inside > 0).flip(-1).int().argmax(dim=-1, keepdim=True)
-    return (block * CHUNK + torch.minimum(index, last)).squeeze(1)
+    return (block * CHUNK + torch.minimum(index, last)).clamp(max=vocab - 1).squeeze(1)
 
 
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:

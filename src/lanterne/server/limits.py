@@ -1,7 +1,7 @@
 """What one request may ask of the server, and how much the server takes on at once.
 
-Every request is bounded: prompt length (tokens and bytes), new tokens, completions per request,
-body size, time. Generations are decoded together by the engine (`generation.continuous_batching`):
+Every request is bounded: text length (characters), prompt tokens (a longer prompt keeps its last
+tokens, as `generate` does without strict), new tokens, completions per request, body size, time. Generations are decoded together by the engine (`generation.continuous_batching`):
 its slots come from memory (`slots` caps them), `max_waiting` more may wait for one, for at most
 `queue_seconds`; past that the answer is 429 with Retry-After. Views (the explorer's slides) are
 single forward passes run between decoding steps; at most `max_views_waiting` wait at once.
@@ -16,8 +16,8 @@ from fastapi import HTTPException
 
 @dataclass(frozen=True)
 class Limits:
-    max_prompt_tokens: int = 4096
-    max_prompt_bytes: int = 64 * 1024
+    max_prompt_tokens: int = 4096  # a longer prompt keeps its last tokens (a slide: its last within the model's context)
+    max_text_characters: int = 16 * 1024  # a slide's text, a prompt, each chat message (the schema says so: maxLength)
     max_new_tokens: int = 512
     max_completions: int = 4  # `n`
     max_body_bytes: int = 256 * 1024

@@ -6,8 +6,9 @@ together with everyone else's, `streaming.TextWriter` turns their tokens into te
 lays out a conversation); here are the limits and the shapes of the answers. Every request is
 bounded (`limits.Limits`):
 
-- the prompt: at most max_prompt_bytes of UTF-8 and max_prompt_tokens tokens, and within the model's
-  context (400); max_tokens <= max_new_tokens and n <= max_completions (400);
+- the prompt and each chat message: at most max_text_characters (400); a prompt over max_prompt_tokens
+  (or the model's context) keeps its last tokens, as `generate` does; max_tokens <= max_new_tokens and
+  n <= max_completions (400). The schema (/openapi.json) says each of these bounds;
 - time: a choice stops seconds_per_request after it gets its slot; the text written so far is the
   answer, finish_reason "length". No 408/504: a client always gets what was written;
 - each choice takes a slot in the engine; past its queue (or after queue_seconds waiting), 429 with
@@ -26,6 +27,7 @@ import asyncio
 import json
 import time
 import uuid
+import warnings
 from contextlib import aclosing
 from typing import AsyncIterator
 
@@ -35,7 +37,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from lanterne.chat import chat_text
 from lanterne.errors import LanterneError
-from lanterne.generation import context_limit, encode_prompt
+from lanterne.generation import ContextWarning, context_limit
 from lanterne.generation.continuous_batching import Busy, Generation
 from lanterne.generation.loop import prepare
 from lanterne.generation.streaming import TextWriter
@@ -46,6 +48,9 @@ from lanterne.server.openai_schema import ChatRequest, CompletionRequest, Sampli
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible API"])
 
 COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to the server's limit
+EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}}, "required": ["data"]}
+STREAMED = {200: {"description": "the answer as JSON, or with stream: true as server-sent events (data: {json} lines, then data: [DONE])",
+                 "content": {"application/json": {}, "text/event-stream": {"schema": EVENT}}}}
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "time": "length", "cancelled": "length"}
 
 
@@ -80,12 +85,12 @@ def _unknown_model(request: Request, name: str | None) -> JSONResponse | None:
 # -- /v1/completions and /v1/chat/completions -----------------------------------------------------
 
 
-@router.post("/completions")
+@router.post("/completions", responses=STREAMED)
 async def completions(body: CompletionRequest, request: Request):
     refusal = _unknown_model(request, body.model)
     if refusal is not None:
         return refusal
-    run = await _start(request, body, lambda tokenizer: body.prompt, len(body.prompt.encode()), allow_special=True,
+    run = await _start(request, body, lambda tokenizer: body.prompt, [body.prompt], allow_special=True,
                        max_tokens=body.max_tokens if body.max_tokens is not None else COMPLETION_MAX_TOKENS, top_logprobs=body.logprobs)
     if body.stream:
         return _EventStream(_completion_events(run, body), run)
@@ -98,17 +103,18 @@ async def completions(body: CompletionRequest, request: Request):
     return {**run.header("text_completion"), "choices": answer, "usage": run.usage()}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=STREAMED)
 async def chat_completions(body: ChatRequest, request: Request):
     refusal = _unknown_model(request, body.model)
     if refusal is not None:
         return refusal
-    if body.logprobs:
-        raise HTTPException(400, "chat log-probabilities are not implemented here; use /v1/completions with logprobs")
     messages = [message.as_dict() for message in body.messages]
-    size = sum(len(message["content"].encode()) for message in messages)
+    limit = request.app.state.limits.max_new_tokens
+    for name, value in (("max_tokens", body.max_tokens), ("max_completion_tokens", body.max_completion_tokens)):
+        if value is not None and value > limit:
+            raise HTTPException(400, f"{name} is {value}, over this server's limit of {limit}; ask for fewer")
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    run = await _start(request, body, lambda tokenizer: chat_text(tokenizer, messages), size, allow_special=True,
+    run = await _start(request, body, lambda tokenizer: chat_text(tokenizer, messages), _texts(body.messages), allow_special=True,
                        max_tokens=requested if requested is not None else request.app.state.limits.max_new_tokens)
     if body.stream:
         return _EventStream(_chat_events(run, body), run)
@@ -119,6 +125,12 @@ async def chat_completions(body: ChatRequest, request: Request):
     answer = [{"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": choice.finish()}
               for index, (text, choice) in enumerate(zip(texts, run.choices))]
     return {**run.header("chat.completion"), "choices": answer, "usage": run.usage()}
+
+
+def _texts(messages) -> list[str]:
+    """Every text of a conversation, as sent: each message, or each part of one."""
+    return [part for message in messages for part in ([message.content] if isinstance(message.content, str) else
+                                                      [piece.text for piece in message.content])]
 
 
 # -- one request's generations, decoded by the engine among everyone else's -----------------------
@@ -219,15 +231,17 @@ class _Run:
             choice.generation.cancel()
 
 
-async def _start(request: Request, body: SamplingRequest, render, prompt_bytes: int, *, allow_special: bool,
+async def _start(request: Request, body: SamplingRequest, render, texts: list[str], *, allow_special: bool,
                  max_tokens: int, top_logprobs: int | None = None) -> _Run:
     """Check what the request asks against the limits, submit its choices, and wait for their slots (400/429 before any answer)."""
     state, limits = request.app.state, request.app.state.limits
     unsupported = body.unsupported()
     if unsupported:
         raise HTTPException(400, f"'{unsupported}' is not implemented by this server; leave it out")
-    if prompt_bytes > limits.max_prompt_bytes:
-        raise HTTPException(400, f"the prompt has {prompt_bytes:,} bytes, over this server's limit of {limits.max_prompt_bytes:,}; shorten it")
+    longest = max((len(text) for text in texts), default=0)
+    if longest > limits.max_text_characters:
+        raise HTTPException(400, f"a prompt or message has {longest:,} characters, over this server's limit of "
+                                 f"{limits.max_text_characters:,}; shorten it")
     if max_tokens > limits.max_new_tokens:
         raise HTTPException(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_new_tokens}; ask for fewer")
     if (body.n or 1) > limits.max_completions:
@@ -250,18 +264,16 @@ async def _start(request: Request, body: SamplingRequest, render, prompt_bytes: 
 
 
 def _prepare(request, body, render, allow_special):
-    """In a worker thread: lay out, encode and check the prompt (CPU work), with the request's sampling settings."""
+    """In a worker thread: lay out and encode the prompt (CPU work) with the request's sampling settings. A prompt
+    over this server's max_prompt_tokens (or the model's context, less one new token) keeps its last tokens."""
     state, limits = request.app.state, request.app.state.limits
     prompt = render(state.tokenizer)
-    size = len(prompt.encode())
-    if size > limits.max_prompt_bytes:
-        raise HTTPException(400, f"the prompt has {size:,} bytes once laid out, over this server's limit of {limits.max_prompt_bytes:,}; shorten it")
-    tokens = len(encode_prompt(state.tokenizer, prompt, allow_special))
-    context = context_limit(state.model)
-    if tokens > min(limits.max_prompt_tokens, context):
-        which = "this server's limit" if limits.max_prompt_tokens < context else "the model's context"
-        raise HTTPException(400, f"the prompt has {tokens:,} tokens, over {which} of {min(limits.max_prompt_tokens, context):,}; shorten it")
-    return prepare(state.engine.model, state.tokenizer, [prompt], stop=body.stop, strict=True, allow_special=allow_special, **body.sampling())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ContextWarning)  # cut below, to the server's own limit
+        prepared = prepare(state.engine.model, state.tokenizer, [prompt], stop=body.stop, allow_special=allow_special, **body.sampling())
+    keep = min(limits.max_prompt_tokens, context_limit(state.engine.model) - 1)
+    prepared.prompt_ids = [prepared.prompt_ids[0][-keep:]]
+    return prepared
 
 
 # -- server-sent events ---------------------------------------------------------------------------

@@ -7,9 +7,9 @@ length) are checked by `openai_api` against `app.state.limits`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_STOP_CHARACTERS = 64  # each stop string; a stream holds back up to this many characters
@@ -18,6 +18,21 @@ MAX_STOP_CHARACTERS = 64  # each stop string; a stream holds back up to this man
 # (absent, null, false, 0, empty; best_of 1). Any other field (user, metadata, ...) is ignored.
 UNSUPPORTED = ("echo", "suffix", "best_of", "logit_bias", "presence_penalty", "frequency_penalty", "tools", "tool_choice",
                "functions", "function_call", "response_format", "top_logprobs")
+
+
+def _whole(value):
+    """12.0 is the integer 12, as JSON Schema reads it; true and "12" stay refused (strict models)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]  # an integer, written with or without ".0"
+
+
+def whole(**bounds):
+    """An integer within `bounds` (ge, le), written with or without ".0" (the bounds go in the schema as minimum/maximum)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_whole)]
 
 
 def unicode_text(text: str) -> str:
@@ -40,22 +55,25 @@ class SamplingRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     model: str | None = None  # compared with the loaded model's name; never a path
-    max_tokens: int | None = Field(None, ge=0)  # new tokens (tokens of the model's tokenizer)
+    max_tokens: whole(ge=0) | None = None  # new tokens (tokens of the model's tokenizer)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)  # not OpenAI's: as vLLM, 0 keeps every token
+    top_k: whole(ge=0) | None = None  # not OpenAI's: as vLLM, 0 keeps every token
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    n: int | None = Field(None, ge=1)
+    stop: (Annotated[str, Field(max_length=MAX_STOP_CHARACTERS)]
+           | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARACTERS)]], Field(max_length=MAX_STOP_STRINGS)] | None) = None
+    seed: whole(ge=0, le=2**53 - 1) | None = None  # integers JSON numbers hold exactly
+    n: whole(ge=1) | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
 
-    @field_validator("stop")
+    @field_validator("stop", mode="before")
     @classmethod
     def _few_short_stop_strings(cls, stop):
-        strings = [stop] if isinstance(stop, str) else stop or []
+        strings = [stop] if isinstance(stop, str) else stop
+        if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+            return stop  # null, or not text: the type's own check answers
         if len(strings) > MAX_STOP_STRINGS:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
         if any(len(s) > MAX_STOP_CHARACTERS for s in strings):
@@ -80,17 +98,21 @@ class SamplingRequest(BaseModel):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=5)  # alternatives per token, as OpenAI's legacy API
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
+        description="the prompt: a string, or a list of exactly one string")
+    logprobs: whole(ge=0, le=5) | None = None  # alternatives per token, as OpenAI's legacy API
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt_only(cls, prompt):
+        if isinstance(prompt, list) and len(prompt) != 1:
+            raise ValueError(f"send one prompt per request (a string, or a list of one string), not {len(prompt)}")
+        return prompt
 
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError(f"send one prompt per request (a string, or a list of one string), not {len(prompt)}")
-            return unicode_text(prompt[0])
-        return unicode_text(prompt)
+        return unicode_text(prompt[0] if isinstance(prompt, list) else prompt)
 
 
 class TextPart(BaseModel):
@@ -122,5 +144,13 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=0)  # OpenAI's newer name for max_tokens
-    logprobs: bool | None = None  # chat log-probabilities are not implemented: refused when true
+    max_completion_tokens: whole(ge=0) | None = None  # OpenAI's newer name for max_tokens
+    logprobs: Literal[False] | None = Field(None, description="chat log-probabilities are not implemented here (false or absent); "
+                                           "use /v1/completions with logprobs")
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _no_logprobs(cls, logprobs):
+        if logprobs is not None and logprobs is not False:
+            raise ValueError("chat log-probabilities are not implemented here (send false or leave it out); use /v1/completions with logprobs")
+        return logprobs

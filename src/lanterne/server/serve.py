@@ -40,7 +40,8 @@ def for_batches(model):
     return model if parameter.dtype == dtype else copy.deepcopy(model).to(dtype)
 
 
-def serve(model, tokenizer, model_name: str, *, host: str = LOOPBACK, port: int = 8000, limits: Limits | None = None) -> None:
+def serve(model, tokenizer, model_name: str, *, host: str = LOOPBACK, port: int = 8000, limits: Limits | None = None,
+          compile: bool = True) -> None:
     """Serve until interrupted. Another address than loopback prints a warning: anyone who reaches it can use the model."""
     import uvicorn
 
@@ -56,6 +57,7 @@ def serve(model, tokenizer, model_name: str, *, host: str = LOOPBACK, port: int 
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    app = create_app(model, tokenizer, model_name, limits, generation_model=for_batches(model), compile=True, progress=progress)
+    app = create_app(model, tokenizer, model_name, limits, generation_model=for_batches(model), compile=compile,
+                     progress=progress)
     print(f"Lanterne explorer: http://{host if ':' not in host else f'[{host}]'}:{port}/  (API docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

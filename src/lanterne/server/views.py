@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 import typing
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from lanterne.inspect.drawing import save_figure
 from lanterne.inspect.recording import Recording, check_layer_head, record
 from lanterne.inspect.tour import ANALOGY, MAP_WORDS
 from lanterne.server.limits import busy
+from lanterne.server.openai_schema import Whole, whole
 from lanterne.server.view_cache import ViewCache
 
 router = APIRouter()
@@ -42,17 +44,33 @@ Language = Literal["fr", "en"]
 # -- requests -------------------------------------------------------------------------------------
 
 
+# The text of a slide holds a character that is not white space, as JSON Schema reads a pattern (found anywhere
+# in the text). White space: ECMAScript's and Python's together (Python's also counts \x1c-\x1f and \x85).
+NOT_SPACE = "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+TEXT_PATTERN = NOT_SPACE
+
+
 class ViewRequest(BaseModel):
     """What every slide reads: a text (checked against the server's limits in bytes and tokens) and the figures' language."""
 
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(description="the student's text (at most the server's max_prompt_bytes and max_prompt_tokens)")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: str = Field(json_schema_extra={"minLength": 1, "pattern": TEXT_PATTERN},
+                      description="the student's text: not only white space, at most the server's max_text_characters")
     lang: Language = Field("en", description="language of the figure's labels")
+
+    @field_validator("text")
+    @classmethod
+    def _not_empty(cls, text: str) -> str:
+        if re.search("[\ud800-\udfff]", text):
+            raise ValueError("the text holds a lone surrogate (\\ud800-\\udfff), which is no character; send valid Unicode")
+        if not re.search(NOT_SPACE, text):
+            raise ValueError("the text is empty; type a sentence to look at")
+        return text
 
 
 class TokenizeRequest(ViewRequest):
     named: list[str] = Field(["o200k_base"], max_length=5, description="published vocabularies to compare (those on this machine)")
-    max_tokens: int = Field(500, ge=1, le=5000, description="tokens listed per tokenizer (the counts cover the whole text)")
+    max_tokens: whole(ge=1, le=5000) = Field(500, description="tokens listed per tokenizer (the counts cover the whole text)")
 
     @field_validator("named")
     @classmethod
@@ -60,64 +78,86 @@ class TokenizeRequest(ViewRequest):
         from lanterne.tokenization.tiktoken_files import NAMED_VOCABULARIES, canonical_name
 
         for name in names:
-            if canonical_name(name) is None:
+            if name not in vocabulary_names() or canonical_name(name) is None:
                 raise ValueError(f"unknown vocabulary {name!r}; choose among {', '.join(NAMED_VOCABULARIES)}")
         return names
 
 
+def vocabulary_names() -> list[str]:
+    """The names `named` takes, exactly as written: the published vocabularies and their aliases ('gpt2')."""
+    from lanterne.tokenization.tiktoken_files import ALIASES, NAMED_VOCABULARIES
+
+    return [*NAMED_VOCABULARIES, *ALIASES]
+
+
+Word = Annotated[str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": TEXT_PATTERN})]
+
+
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    word: str = Field(min_length=1, max_length=100, description="the word whose vector and neighbours are shown")
-    neighbours: int = Field(10, ge=1, le=100)
-    map_words: list[Annotated[str, Field(max_length=100)]] = Field([], max_length=40, description="words to place on a 2-D map (none, or at least 3)")
-    analogy: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
-        None, min_length=3, max_length=3, description="a, b, c: the tokens nearest to a - b + c"
-    )
+    model_config = ConfigDict(extra="forbid", strict=True)
+    word: Word = Field(description="the word whose vector and neighbours are shown")
+    neighbours: whole(ge=1, le=100) = Field(10)
+    map_words: list[Word] = Field(
+        [], max_length=40, json_schema_extra={"anyOf": [{"maxItems": 0}, {"minItems": 3}]},
+        description="words to place on a 2-D map: none, or at least 3")
+    analogy: list[Word] | None = Field(None, min_length=3, max_length=3, description="a, b, c: the tokens nearest to a - b + c")
     lang: Language = "en"
+
+    @field_validator("word")
+    @classmethod
+    def _a_word(cls, word: str) -> str:
+        return ViewRequest._not_empty(word)
+
+    @field_validator("map_words", "analogy")
+    @classmethod
+    def _words(cls, words: list[str] | None, info) -> list[str] | None:
+        for word in words or []:
+            ViewRequest._not_empty(word)
+        if info.field_name == "map_words" and 0 < len(words) < 3:
+            raise ValueError(f"a map needs no words or at least 3, not {len(words)}; e.g. roi reine homme femme")
+        return words
 
 
 class NextWordRequest(ViewRequest):
-    top: int = Field(50, ge=1, le=200, description="candidates sent with their exact logits (the slider's top-k goes up to it)")
+    top: whole(ge=1, le=200) = Field(50, description="candidates sent with their exact logits (the slider's top-k goes up to it)")
 
 
 class AttentionRequest(ViewRequest):
-    layer: int | None = Field(None, description="the layer (negative counts from the end); none: the last, or the most focused head's")
-    head: int | None = Field(None, description="the head (none: the heads' average; with no layer either, the most focused head)")
+    layer: Whole | None = Field(None, description="the layer (negative counts from the end); none: the last, or the most focused head's")
+    head: Whole | None = Field(None, description="the head (none: the heads' average; with no layer either, the most focused head)")
     average: bool = Field(False, description="the average over the layer's heads instead of one head")
-    position: int = Field(-1, description="the token whose looks are listed (the 'who looks where' figure)")
+    position: Whole = Field(-1, description="the token whose looks are listed (the 'who looks where' figure; negative counts from "
+                                           "the end; past either end of the text, its first or last token)")
 
 
 class LensRequest(ViewRequest):
-    layer: int | None = Field(None, description="the layer whose most active feed-forward units are listed (none: the last)")
+    layer: Whole | None = Field(None, description="the layer whose most active feed-forward units are listed (none: the last)")
 
 
 class ContextRequest(ViewRequest):
     measure_cost: bool = Field(True, description="time forward passes of growing length (seconds of work)")
-    cost_tokens: int = Field(512, ge=16, le=context.MAX_COST_TOKENS, description="the longest pass timed, in tokens")
+    cost_tokens: whole(ge=16, le=context.MAX_COST_TOKENS) = Field(512, description="the longest pass timed, in tokens")
 
 
 class TemperatureRequest(ViewRequest):
-    top: int = Field(6, ge=1, le=20, description="candidates whose curves are drawn")
+    top: whole(ge=1, le=20) = Field(6, description="candidates whose curves are drawn")
     samples: bool = Field(False, description="also sample continuations at a few temperatures")
-    max_new_tokens: int = Field(20, ge=1, le=64)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_new_tokens: whole(ge=1, le=64) = Field(20)
+    seed: whole(ge=0, le=2**31 - 1) = Field(0)
 
 
 # -- running a view -------------------------------------------------------------------------------
 
 
 def checked_text(state, text: str) -> list[int]:
-    """The ids of `text`, after checking it is not empty and within the server's limits (bytes, then tokens)."""
-    if not text.strip():
+    """The ids of `text`, after checking it is not empty and within the server's limit in characters (a text
+    longer than the model's context is read by its last tokens: each slide says how many it dropped)."""
+    if not re.search(NOT_SPACE, text):
         raise ModelInputError("the text is empty; type a sentence to look at")
-    limits = state.limits
-    size = len(text.encode("utf-8"))
-    if size > limits.max_prompt_bytes:
-        raise ModelInputError(f"the text is {size:,} bytes; this server reads at most {limits.max_prompt_bytes:,}: shorten it")
-    ids = encode_prompt(state.tokenizer, text)
-    if len(ids) > limits.max_prompt_tokens:
-        raise ModelInputError(f"the text is {len(ids):,} tokens; this server reads at most {limits.max_prompt_tokens:,}: shorten it")
-    return ids
+    limit = state.limits.max_text_characters
+    if len(text) > limit:
+        raise ModelInputError(f"the text is {len(text):,} characters; this server reads at most {limit:,}: shorten it")
+    return encode_prompt(state.tokenizer, text)
 
 
 def recorded(state, request: Request, text: str) -> Recording:
@@ -180,8 +220,10 @@ def attention_slide(state, request, body: AttentionRequest) -> dict:
     elif layer is None and head is None:
         layer, head = focused  # as `lanterne attention`: with neither given, the head that shows something
     view = attention.attention_view(model, recording, layer, head)
-    looks = attention.where_token_looks(view, body.position, 8)
-    return {"view": view, "most_focused": list(focused), "looks": looks, "dropped": recording.dropped}
+    count = len(view.tokens)
+    position = min(max(body.position, -count), count - 1)  # past either end: the first or the last token
+    looks = attention.where_token_looks(view, position, 8)
+    return {"view": view, "most_focused": list(focused), "looks": looks, "position": position, "dropped": recording.dropped}
 
 
 def lens_slide(state, request, body: LensRequest) -> dict:
@@ -217,7 +259,7 @@ FIGURES: dict[str, tuple[type[BaseModel], Callable, Callable]] = {
     "next-word": (NextWordRequest, next_word_slide, lambda data, body: next_word.draw_next_word(data["table"], body.lang)),
     "attention": (AttentionRequest, attention_slide, lambda data, body: attention.draw_attention(data["view"], body.lang)),
     "attention-looks": (AttentionRequest, attention_slide,
-                        lambda data, body: attention.draw_who_looks_where(data["view"], body.position, body.lang)),
+                        lambda data, body: attention.draw_who_looks_where(data["view"], data["position"], body.lang)),
     "lens": (LensRequest, lens_slide, lambda data, body: logit_lens.draw_logit_lens(data["lens"], body.lang)),
     "feedforward": (LensRequest, lens_slide, lambda data, body: feedforward.draw_contributions(data["feedforward"], body.lang)),
     "context": (ContextRequest, context_slide, lambda view, body: context.draw_context_table(view, body.lang)),
@@ -324,7 +366,8 @@ FIGURE_DESCRIPTION = (
 
 
 @router.post("/api/figure/{name}", tags=["figures"], description=FIGURE_DESCRIPTION,
-             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def figure_post(name: str, request: Request) -> Response:
     try:
         payload = json.loads(await request.body())
@@ -341,7 +384,7 @@ async def figure_get(name: str, request: Request) -> Response:
     fields = FIGURES[view][0].model_fields
     payload = {key: request.query_params.getlist(key) if _is_list(fields.get(key)) else request.query_params[key]
                for key in request.query_params}
-    return await _figure(name, payload, request)
+    return await _figure(name, payload, request, from_query=True)
 
 
 def _is_list(field) -> bool:
@@ -360,13 +403,13 @@ def _figure_name(name: str) -> tuple[str, str]:
     return view, extension
 
 
-async def _figure(name: str, payload, request: Request) -> Response:
+async def _figure(name: str, payload, request: Request, from_query: bool = False) -> Response:
     view, extension = _figure_name(name)
     model_class, slide, draw = FIGURES[view]
     if not isinstance(payload, dict):
         raise HTTPException(status_code=422, detail="the request body must be a JSON object")
     try:
-        body = model_class.model_validate(payload)
+        body = model_class.model_validate(payload, strict=not from_query)
     except ValidationError as error:
         raise RequestValidationError(error.errors()) from None  # answered as every other endpoint's
 
