@@ -152,3 +152,21 @@ def test_a_decoder_step_covers_only_the_busy_slots_and_a_move_keeps_a_sequence_w
         mine.append(decoder.step()[c])
         theirs.append(reference.step()[ref])
     assert mine == theirs
+
+
+def test_a_recurrent_model_is_served_by_the_plain_loop_side_by_side():
+    from lanterne.generation.loop import generate_ids
+    from lanterne.recurrent import RecurrentConfig, RecurrentLM
+
+    torch.manual_seed(0)
+    model = RecurrentLM(RecurrentConfig(arch="lstm", vocab_size=96, context_length=16, d_model=8, hidden_size=8)).eval()
+    engine = Engine(model, longest=64, compile=False).start()
+    try:
+        runs = [Collected(text, 10, seed=index, logprobs=True) for index, text in enumerate(prompts(3))]
+        for one in runs:
+            engine.submit(one.generation)
+        for index, one in enumerate(runs):
+            alone = [step[0] for step in generate_ids(model, [one.generation.prompt_ids], 10, SamplingSettings(temperature=0.9), seed=index)]
+            assert one.wait().tokens == alone and one.reason == "length"
+    finally:
+        engine.close()

@@ -134,23 +134,38 @@ def plan_lanes(config, longest: int, dtype: torch.dtype, memory: int, max_slots:
     return plan
 
 
-class _Lane:
-    """One decoder and the generations in its slots; busy slots are kept at the front."""
+def scores_keeper(generation: Generation):
+    """The callback that keeps each step's log-probabilities on `generation`, when it asked for them (else None)."""
+    if not generation.logprobs:
+        return None
 
-    def __init__(self, decoder: Decoder) -> None:
-        self.decoder = decoder
-        self.owners: list[Generation | None] = [None] * len(decoder.slots)
+    def keep_scores(scores: torch.Tensor) -> None:
+        generation._scores = torch.log_softmax(scores[0].float(), dim=-1)
+
+    return keep_scores
+
+
+class _Slots:
+    """The generations in a lane's slots (None: free)."""
+
+    def __init__(self, slots: int) -> None:
+        self.owners: list[Generation | None] = [None] * slots
 
     @property
     def busy(self) -> int:
         return sum(owner is not None for owner in self.owners)
 
-    def admit(self, generation: Generation) -> None:
-        def keep_scores(scores: torch.Tensor) -> None:
-            generation._scores = torch.log_softmax(scores[0].float(), dim=-1)
 
+class _Lane(_Slots):
+    """One decoder and the generations in its slots; busy slots are kept at the front."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        super().__init__(len(decoder.slots))
+        self.decoder = decoder
+
+    def admit(self, generation: Generation) -> None:
         slot = self.decoder.add(generation.prompt_ids, generation.settings, generation.seed, vocab_limit=generation.vocab_limit,
-                                on_scores=keep_scores if generation.logprobs else None)
+                                on_scores=scores_keeper(generation))
         self.owners[slot] = generation
 
     def leave(self, slot: int) -> None:
@@ -163,30 +178,23 @@ class _Lane:
             self.owners[slot], self.owners[last] = self.owners[last], None
 
 
-class _PlainLane:
+class _PlainLane(_Slots):
     """For a model without the decoder's step (a recurrent one): each generation runs the plain loop,
     one token per turn, side by side."""
 
     def __init__(self, model, slots: int) -> None:
+        super().__init__(slots)
         self.model = model
-        self.owners: list[Generation | None] = [None] * slots
         self._steps: list = [None] * slots
         self.decoder = self
-
-    @property
-    def busy(self) -> int:
-        return sum(owner is not None for owner in self.owners)
 
     def admit(self, generation: Generation) -> None:
         from lanterne.generation.loop import generate_ids
 
-        def keep_scores(scores: torch.Tensor) -> None:
-            generation._scores = torch.log_softmax(scores[0].float(), dim=-1)
-
         slot = self.owners.index(None)
         self._steps[slot] = generate_ids(self.model, [generation.prompt_ids], generation.max_new_tokens, generation.settings,
                                          eos_id=generation.eos_id, seed=generation.seed, vocab_limit=generation.vocab_limit,
-                                         on_scores=keep_scores if generation.logprobs else None)
+                                         on_scores=scores_keeper(generation))
         self.owners[slot] = generation
 
     def step(self) -> dict[int, int]:
