@@ -183,3 +183,23 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
     assert drawing.tick_positions(10) == list(range(10))
     many = drawing.tick_positions(1000)
     assert len(many) <= drawing.MAX_TICKS and many[0] == 0
+
+
+def test_a_long_title_is_wrapped_inside_its_figure_and_fallback_fonts_are_used_where_installed(tokenizer, tmp_path):
+    model = tiny_model("gemma3")
+    recording = record(model, tokenizer, attention.MURDER_MYSTERY["fr"])
+    view = attention.attention_view(model, recording, 0, 1)
+    for figure in (attention.draw_attention(view, "fr"), attention.draw_who_looks_where(view, -1, "fr")):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        title = figure.axes[0].title
+        assert title.get_window_extent(renderer).x1 <= figure.bbox.x1 + 1, "the title is cut at the right edge"
+    assert drawing.font_families()[0] == "DejaVu Sans"
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    present = [name for name in drawing.FALLBACK_FONTS if name in installed]
+    assert drawing.font_families()[1:] == present  # fonts-noto-cjk, where Debian installed it

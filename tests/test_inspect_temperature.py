@@ -131,8 +131,16 @@ def test_empty_prompt_is_refused(model, letters):
 def test_figures_render_in_both_languages(tmp_path, lang):
     curves = draw_temperature_curves(temperature_curves(LOGITS, LETTERS), lang)
     assert curves.axes[0].get_xlabel() == ("température" if lang == "fr" else "temperature")
-    assert len(curves.axes[0].get_legend().get_texts()) == 8  # six candidates, the rest, the entropy
+    [legend] = curves.legends
+    assert len(legend.get_texts()) == 8  # six candidates, the rest, the entropy
     assert_drawn(curves, tmp_path / f"curves-{lang}")
+    # Beside the curves, never over them.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(curves)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(curves.axes[0].get_window_extent(renderer))
     filters = draw_filters(filter_effects(LOGITS), lang)
     assert [axis.get_title() for axis in filters.axes] == ["top-k", "top-p", "min-p"]
     assert ("0,9" if lang == "fr" else "0.9") in [label.get_text() for label in filters.axes[1].get_xticklabels()]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lanterne.errors import ModelInputError
-from lanterne.inspect.drawing import new_figure, say, set_token_ticks
+from lanterne.inspect.drawing import new_figure, say, set_token_ticks, wrapped_title
 from lanterne.inspect.recording import Recording, check_layer_head
 
 TOP_ATTENDED = 3
@@ -143,7 +143,7 @@ def draw_attention(view: AttentionView, lang: str = "en", last: int = FIGURE_TOK
     title = _title(view, lang)
     if start:
         title += say(lang, f"\n(les {len(tokens)} derniers tokens sur {len(view.tokens)})", f"\n(last {len(tokens)} of {len(view.tokens)} tokens)")
-    axis.set_title(title)
+    axis.set_title(wrapped_title(title, size))
     figure.colorbar(image, ax=axis, label=say(lang, "poids d'attention", "attention weight"))
     return figure
 
@@ -157,7 +157,7 @@ def draw_who_looks_where(view: AttentionView, position: int = -1, lang: str = "e
     axis.set_yticks(range(len(links)), [f"{link.token!r} (#{link.position})" for link in links][::-1])
     axis.set_xlabel(say(lang, "poids d'attention", "attention weight"))
     token = view.tokens[position]
-    axis.set_title(say(lang, f"Où regarde {token!r} — ", f"Where {token!r} looks — ") + _title(view, lang).split("— ", 1)[1])
+    axis.set_title(wrapped_title(say(lang, f"Où regarde {token!r} — ", f"Where {token!r} looks — ") + _title(view, lang).split("— ", 1)[1], 7))
     return figure
 
 

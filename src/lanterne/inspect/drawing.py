@@ -65,15 +65,38 @@ def _font_size(ticks: int) -> float:
     return 10 if ticks <= 16 else 8 if ticks <= 30 else 7
 
 
+# Fonts for the scripts DejaVu Sans lacks (a token in Chinese, Japanese, Korean or Telugu draws as boxes
+# without them), used where Debian's fonts-noto-cjk / fonts-noto-core put them; matplotlib falls back
+# glyph by glyph along the list.
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans Telugu", "Noto Sans Devanagari", "Noto Sans Arabic")
+
+
+def font_families() -> list[str]:
+    """DejaVu Sans first, then the fallback fonts installed on this machine."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in FALLBACK_FONTS if name in installed)]
+
+
 def new_figure(width: float = 8.0, height: float = 5.0):
-    """A matplotlib figure and axes, drawn off-screen (no display needed)."""
+    """A matplotlib figure and axes, drawn off-screen (no display needed), with the fallback fonts."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
+    matplotlib.rcParams["font.family"] = font_families()
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     return figure, figure.add_subplot()
+
+
+def wrapped_title(title: str, width: float, font_size: float = 12.0) -> str:
+    """`title` broken into lines that fit a figure `width` inches wide (a long title is cut at the edge, not wrapped)."""
+    import textwrap
+
+    characters = max(20, int(width * 72 / (0.6 * font_size)))  # an average glyph: about 0.6 of the font size
+    return "\n".join(textwrap.fill(line, characters) for line in title.split("\n"))
 
 
 def save_figure(figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "svg")) -> list[Path]:

@@ -225,7 +225,8 @@ def draw_temperature_curves(curves: TemperatureCurves, lang: str = "en"):
     uncertainty.plot(curves.temperatures, curves.entropy_bits, color="black", linestyle=":", linewidth=1.5)
     uncertainty.set_ylabel(say(lang, "entropie (bits)", "entropy (bits)"))
     uncertainty.set_ylim(0, max(max(curves.entropy_bits), 1e-3) * 1.1)
-    axis.legend(fontsize=8, loc="center right")
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="outside right upper")  # beside the curves, never over them
     axis.set_title(say(lang, "Basse température : précis et prévisible ; haute : varié et créatif",
                        "Low temperature: precise, predictable; high: varied, creative"))
     return figure
