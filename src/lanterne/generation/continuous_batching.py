@@ -252,7 +252,7 @@ class Engine:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) of the last steps
+        self._recent: deque[tuple[float, int]] = deque(maxlen=1000)  # (time, tokens) of the last steps
         self.generated_tokens = self.generations = self.jobs_run = self.turns = 0
 
     # -- from any thread ----------------------------------------------------------------------------
@@ -400,15 +400,13 @@ class Engine:
 
     def _step(self) -> None:
         for lane in self.lanes.values():
-            for slot, generation in enumerate(list(lane.owners)):
+            for generation in list(lane.owners):
                 if generation is not None and generation.cancelled:
                     self._leave(lane, generation, "cancelled")
             if not lane.busy:
                 continue
             chosen = lane.decoder.step()
             self._recent.append((time.monotonic(), len(chosen)))
-            while len(self._recent) > 1000:
-                self._recent.popleft()
             ended = []
             for slot, token in chosen.items():
                 generation = lane.owners[slot]

@@ -149,19 +149,24 @@ class TemperatureRequest(ViewRequest):
 # -- running a view -------------------------------------------------------------------------------
 
 
-def checked_text(state, text: str) -> list[int]:
-    """The ids of `text`, after checking it is not empty and within the server's limit in characters (a text
-    longer than the model's context is read by its last tokens: each slide says how many it dropped)."""
+def check_text(state, text: str) -> None:
+    """Check that `text` is not empty and within the server's limit in characters (a text longer than the
+    model's context is read by its last tokens: each slide says how many it dropped)."""
     if not re.search(NOT_SPACE, text):
         raise ModelInputError("the text is empty; type a sentence to look at")
     limit = state.limits.max_text_characters
     if len(text) > limit:
         raise ModelInputError(f"the text is {len(text):,} characters; this server reads at most {limit:,}: shorten it")
-    return encode_prompt(state.tokenizer, text)
+
+
+def counted_text(state, request: Request, text: str) -> None:
+    """`check_text`, then the text's tokens counted for the request's log line (slides that read the text themselves)."""
+    check_text(state, text)
+    request.state.tokens = len(encode_prompt(state.tokenizer, text))
 
 
 def recorded(state, request: Request, text: str) -> Recording:
-    checked_text(state, text)
+    check_text(state, text)
     recording = record(state.model, state.tokenizer, text)
     request.state.tokens = len(recording.ids)
     return recording
@@ -189,7 +194,7 @@ def last_tokens(rows: list[list], count: int) -> list[list]:
 
 
 def tokenization_slide(state, request, body: TokenizeRequest):
-    checked_text(state, body.text)
+    check_text(state, body.text)
     return tokens.tokenization_view(body.text, state.tokenizer, named=body.named)
 
 
@@ -237,16 +242,14 @@ def lens_slide(state, request, body: LensRequest) -> dict:
 
 
 def context_slide(state, request, body: ContextRequest):
-    ids = checked_text(state, body.text)
-    request.state.tokens = len(ids)
+    counted_text(state, request, body.text)
     lengths = context.default_cost_lengths(state.model.config.context_length, cap=body.cost_tokens)
     return context.context_view(state.model, state.tokenizer, body.text, model_name=state.model_name,
                                 measure_cost=body.measure_cost, cost_lengths=lengths)
 
 
 def temperature_slide(state, request, body: TemperatureRequest):
-    ids = checked_text(state, body.text)
-    request.state.tokens = len(ids)
+    counted_text(state, request, body.text)
     return temperature.temperature_view(state.model, state.tokenizer, body.text, top=body.top, samples=body.samples,
                                         count=1, max_new_tokens=min(body.max_new_tokens, state.limits.max_new_tokens), seed=body.seed)
 
