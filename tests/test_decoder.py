@@ -145,6 +145,33 @@ def test_the_compiled_step_writes_the_eager_steps_tokens(family, tmp_path, monke
         assert torch.allclose(decoder._steps[1].run(tokens, positions), decode_step(model, decoder.cache, tokens, positions), atol=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("error:compiling the decoding step failed")
+def test_compiled_steps_of_two_models_of_one_shape_never_mix(tmp_path, monkeypatch):
+    # Each step checks only its inputs before running (decoder.compile_step): a graph built for one
+    # model and cache must never serve another decoder of the same shapes.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    from lanterne.model.quantized_linear import quantize_model
+
+    first, second = random_model(LLAMA, seed=0), quantize_model(random_model(LLAMA, seed=1), "int8")  # other weights, other layers
+    prompt, greedy = list(range(3, 15)), SamplingSettings(temperature=0)
+    expected = {id(model): [step[0] for step in generate_ids(model, [prompt], 12, greedy, fast=True, compile=False)]
+                for model in (first, second)}
+    assert expected[id(first)] != expected[id(second)], "pick seeds whose models write different texts"
+    for model in (first, second, first):
+        assert [step[0] for step in generate_ids(model, [prompt], 12, greedy, fast=True, compile=True)] == expected[id(model)]
+    decoders = [Decoder(first, slots=1, max_length=64), Decoder(first, slots=1, max_length=64)]
+    for decoder, other_prompt in zip(decoders, (prompt, prompt[::-1])):
+        decoder.add(other_prompt, greedy)
+    texts = [[], []]
+    for _ in range(8):
+        for decoder, text in zip(decoders, texts):
+            text.extend(decoder.step().values())
+    alone = Decoder(first, slots=1, max_length=64, compile=False)
+    alone.add(prompt[::-1], greedy)
+    assert texts[1] == [next(iter(alone.step().values())) for _ in range(8)]
+
+
 def test_a_quantised_sequence_writes_the_same_tokens_with_or_without_neighbours():
     """Enough slots that the layers multiply from their full-precision twins: a sequence's tokens do not depend on the others."""
     from lanterne.model.quantized_linear import BATCH_ROWS, quantize_model
