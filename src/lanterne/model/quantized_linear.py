@@ -168,11 +168,12 @@ class Int8Linear(QuantizedLinear):
 
     A few rows (decoding) go through the C kernel `cpu_kernels.int8_rows` where it could be built
     (2.4x faster than PyTorch's for one row, and exact: float32 activations), else and for more rows
-    through torch._weight_int8pack_mm. With `rounds_single_rows` (the output layer), a single row
-    goes faster still through PyTorch's dynamic quantized linear, which rounds the row itself to
-    8 bits as llama.cpp does (Gemma's 262,144 × 640 output layer: 6.8 ms against 7.6 ms in C);
-    `pack` prepares it. Two rows or more keep full-precision activations, so that sequences decoded
-    together never round each other's numbers.
+    through torch._weight_int8pack_mm. Without the C kernel, with `rounds_single_rows` (the output
+    layer), a single row goes through PyTorch's dynamic quantized linear instead, which rounds the row
+    itself to 8 bits as llama.cpp does (Gemma's 262,144 × 640 output layer: 5.5 ms against 13.5 ms in
+    the weight-only kernel; the C kernel's decoding step is 0.7 ms faster still, and exact); `pack`
+    prepares it. Two rows or more keep full-precision activations, so that sequences decoded together
+    never round each other's numbers.
     """
 
     def __init__(self, values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None) -> None:
@@ -186,7 +187,7 @@ class Int8Linear(QuantizedLinear):
     def pack(self, dtype: torch.dtype = torch.bfloat16) -> None:
         """Pack the matrix for single rows (once; a copy of the int8 values in fbgemm's layout, made in
         1.4 s for Gemma's output layer: worth it for a long text, not for eight tokens)."""
-        if self.row_key is not None or not self.rounds_single_rows or not can_pack_rows() or self.values.device.type != "cpu":
+        if self.row_key is not None or not self.rounds_single_rows or self.native or not can_pack_rows() or self.values.device.type != "cpu":
             return
         try:
             with warnings.catch_warnings():
@@ -215,11 +216,11 @@ class Int8Linear(QuantizedLinear):
         return int8_weight_mm(rows, self.values, self.scales.to(rows.dtype))
 
     def few_rows(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """(m, in) -> (m, out): one row through the packed matrix where packed, else the C kernel, or None."""
-        if rows.shape[0] == 1 and self.row_key is not None:  # packed (1.4 s for Gemma: the decoder does it for long texts)
-            return int8_dynamic_row(rows.float(), self.row_key, self.out_features)
+        """(m, in) -> (m, out) through the C kernel, else one row through the packed matrix where packed, or None."""
         if self.native:
             return cpu_kernels.int8_rows(rows.float(), self.values, self.scales)
+        if rows.shape[0] == 1 and self.row_key is not None:  # packed (1.4 s for Gemma: the decoder does it for long texts)
+            return int8_dynamic_row(rows.float(), self.row_key, self.out_features)
         return None
 
 
