@@ -27,8 +27,16 @@ def test_int8_rows_equal_the_dequantised_product(library, rows, cols, m):
     layer = Int8Linear.from_weight(torch.randn(rows, cols))
     x = torch.randn(m, cols)
     got = cpu_kernels.int8_rows_with(library, x, layer.values, layer.scales)
-    expected = x @ layer.dequantized().T
+    # The plain twin multiplies what the kernel does: x itself, or x on 16-bit steps (AVX512-VNNI).
+    expected = (cpu_kernels.sixteen_bit_rows(x) if library.rounds_to_16_bits() else x) @ layer.dequantized().T
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_sixteen_bit_rows_keep_a_row_to_16_bits():
+    x = torch.tensor([[3.0, -1.5, 1e-3, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    rounded = cpu_kernels.sixteen_bit_rows(x)
+    assert torch.equal(rounded[1], x[1]) and rounded[0, 0] == 3.0
+    assert (rounded[0] - x[0]).abs().max() <= 3.0 / 32767 / 2 * 1.0001
 
 
 def test_int8_rows_give_a_row_the_same_numbers_alone_or_among_others(library):

@@ -34,7 +34,7 @@ def decode_step(model, cache: StaticCache, tokens: torch.Tensor, positions: torc
 
     The model's own modules, in the order `GPT.forward` calls them, with attention written for a
     single query per slot against that slot's cache (written at `positions` first). kernels: attend
-    with the C kernel (`cpu_kernels.attend_one`: the same numbers as `attend_one`, 4x faster on a CPU).
+    with the C kernel (`cpu_kernels.attend_one`: `attend_one`'s numbers; see `attention_kernel_pays`).
     """
     config = model.config
     x = model.embeddings(tokens[:, None], positions[:, None])  # (slots, 1, d_model)

@@ -4,9 +4,10 @@
    reading the weights; and each layer's new query looks at every cached key and value once.
 
    int8_rows: out[i, r] = scale[r] * sum_k w[r, k] * x[i, k], w: (rows, cols) int8, x: (m, cols).
-   Each weight row is read once, widened from int8 to float and multiplied with every x row while it is
-   still in the cache; the activations stay float (nothing rounded). Each x row's sums are computed in
-   the same order whatever the number of rows, so a sequence gets the same numbers alone or among others.
+   Each weight row is read once and multiplied with every x row while it is still in the cache: widened
+   to float, or, where the CPU has AVX512-VNNI, to 16-bit integers against x rounded to 16 bits (below).
+   Each x row's sums are computed in the same order whatever the number of rows, so a sequence gets the
+   same numbers alone or among others.
 
    attend_one: softmax(q·K · scale) V for one query per slot and head (below).
 */
@@ -54,12 +55,65 @@ static float dot(const int8_t *w, const float *x, long cols) {
 
 #endif
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define SIXTEEN_BIT_ROWS 1
+/* With AVX512-VNNI, x is first rounded to 16-bit integers (one scale per row: 2^-15 of its largest
+   value), and each 32 weights take two instructions: widen to 16 bits, multiply-add pairs into 32-bit
+   sums. Twice as fast as widening to float (2,048 x 640: 27 against 56 us), 3e-5 from the exact product. */
+static float dot16(const int8_t *w, const int16_t *x, long cols) {
+    long long sum = 0;
+    long k = 0;
+    while (k + 64 <= cols) { /* chunks of 8,192: their 32-bit sums cannot overflow (127 x 32,767 x 256) */
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        for (long end = k + 8192 < cols ? k + 8192 : cols; k + 64 <= end; k += 64) {
+            s0 = _mm512_dpwssd_epi32(s0, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + k))),
+                                     _mm512_loadu_si512((const void *)(x + k)));
+            s1 = _mm512_dpwssd_epi32(s1, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + k + 32))),
+                                     _mm512_loadu_si512((const void *)(x + k + 32)));
+        }
+        sum += (long long)_mm512_reduce_add_epi32(s0) + _mm512_reduce_add_epi32(s1);
+    }
+    for (; k < cols; k++)
+        sum += (long long)w[k] * x[k];
+    return (float)sum;
+}
+#endif
+
+/* 1 where int8_rows rounds x to 16 bits (so that its plain twin can do the same), else 0. */
+int rounds_to_16_bits(void) {
+#ifdef SIXTEEN_BIT_ROWS
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 void int8_rows(const int8_t *w, const float *scale, const float *x, float *out, long rows, long cols, long m, int threads) {
+#ifdef SIXTEEN_BIT_ROWS
+    int16_t *rounded = malloc(m * cols * sizeof(int16_t));
+    float *step = malloc(m * sizeof(float)); /* what one unit of each rounded row is worth */
+    for (long i = 0; i < m; i++) {
+        float largest = 0.0f;
+        for (long k = 0; k < cols; k++)
+            largest = fabsf(x[i * cols + k]) > largest ? fabsf(x[i * cols + k]) : largest;
+        step[i] = largest > 0.0f ? largest / 32767.0f : 1.0f;
+        for (long k = 0; k < cols; k++)
+            rounded[i * cols + k] = (int16_t)lrintf(x[i * cols + k] / step[i]);
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long r = 0; r < rows; r++) {
+        for (long i = 0; i < m; i++)
+            out[i * rows + r] = dot16(w + r * cols, rounded + i * cols, cols) * step[i] * scale[r];
+    }
+    free(rounded);
+    free(step);
+#else
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long r = 0; r < rows; r++) {
         for (long i = 0; i < m; i++)
             out[i * rows + r] = dot(w + r * cols, x + i * cols, cols) * scale[r];
     }
+#endif
 }
 
 /* Attention for one new token per slot, against that slot's cached keys and values (decoding).

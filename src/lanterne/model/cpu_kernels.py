@@ -74,6 +74,7 @@ def load(path: Path) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
     library.int8_rows.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
     library.int8_rows.restype = None
+    library.rounds_to_16_bits.restype = ctypes.c_int
     library.attend_one.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_long] * 5 + [ctypes.c_float, ctypes.c_int]
     library.attend_one.restype = None
     return library
@@ -93,8 +94,17 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
+def sixteen_bit_rows(x: torch.Tensor) -> torch.Tensor:
+    """What `int8_rows` multiplies where the CPU has AVX512-VNNI: each row on 16-bit integer steps of
+    1/32,767 of its largest value (the plain twin of the kernel multiplies this)."""
+    largest = x.abs().amax(dim=-1, keepdim=True)
+    step = torch.where(largest > 0, largest / 32767.0, torch.ones_like(largest))
+    return torch.round(x / step) * step
+
+
 def int8_rows_with(library_: ctypes.CDLL, x: torch.Tensor, values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """x (m, in) float32 times int8 `values` (out, in) with one float32 scale per row: (m, out) float32."""
+    """x (m, in) float32 times int8 `values` (out, in) with one float32 scale per row: (m, out) float32.
+    Where `library_.rounds_to_16_bits()`, x is first rounded as `sixteen_bit_rows` does."""
     x = x.contiguous()
     out = x.new_empty(x.shape[0], values.shape[0])
     rows, cols = values.shape
