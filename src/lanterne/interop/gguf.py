@@ -8,6 +8,7 @@ keyed by the file's SHA-256, and later loads memory-map it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -391,20 +392,29 @@ def _unpack_groups(packed: dict[str, torch.Tensor]) -> dict:
 
 
 def _build(config: GPTConfig, tensors: dict[str, torch.Tensor], source: str):
-    from lanterne.model.positions import RotaryEmbedding
     from lanterne.model.transformer import GPT
     from lanterne.weights import load_state
 
-    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+    with without_initialisation():  # every weight comes from the file: memory taken, nothing drawn
         model = GPT(config)
-    model = model.to_empty(device="cpu")
-    if config.tie_embeddings:  # to_empty gave each name its own tensor
-        model.lm_head.weight = model.embeddings.token.weight
-    for module in model.modules():
-        if isinstance(module, RotaryEmbedding):
-            module.reset()  # buffers, not weights: computed again
     load_state(model, tensors, source)
     return model.eval()
+
+
+@contextlib.contextmanager
+def without_initialisation():
+    """torch.nn.init's fills made no-ops, for a model whose weights are all read next: Gemma's 168M-weight
+    embedding is not drawn at random only to be overwritten. (Built on PyTorch's meta device instead, the
+    model cost 1.5 s, most of it importing PyTorch's compiler, which the meta device's arithmetic needs.)"""
+    names = ("normal_", "uniform_", "zeros_", "ones_", "kaiming_uniform_", "trunc_normal_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
 
 
 def _write_cache(folder: Path, config: GPTConfig, tensors: dict[str, torch.Tensor], tokenizer) -> None:
