@@ -112,11 +112,11 @@ def _smollm2_file():
 
 def test_gguf_4bit_blocks_become_int4_groups_exactly():
     """Q4_1 blocks (SmolLM2's file) read as int4 groups give gguf's own dequantised weights, bit for bit."""
-    from gguf import GGUFReader, quants
+    from gguf import quants
 
-    from lanterne.interop.gguf import int4_groups_of
+    from lanterne.interop.gguf import int4_groups_of, open_gguf
 
-    reader = GGUFReader(_smollm2_file())
+    reader = open_gguf(_smollm2_file())
     tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
     q, scales, zeros = int4_groups_of(tensor)
     expected = torch.from_numpy(np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
