@@ -25,10 +25,11 @@ from lanterne.errors import ConfigError
 from lanterne.model import cpu_kernels
 
 # From this many rows (sequences decoded together), a layer that keeps a full-precision twin multiplies
-# with it: PyTorch's weight-only kernels cost ~6x more at 16 rows than at one, a bf16 product hardly
-# more, but it reads 2-4x the bytes. Measured on SmolLM2 (AVX-512 CPU with AMX, torch 2.13): 4 slots
-# 226 tok/s with the int kernels against 131 with the twin, 8 slots 274 against 248, 16 slots 314 against 416.
-BATCH_ROWS = 12
+# with it: a bf16 product costs hardly more for many rows than for one, but reads 2-4x the bytes of the
+# integer kernels, whose arithmetic grows with the rows. Measured (AVX-512 CPU with VNNI, 2 threads,
+# torch 2.13, aggregate tok/s): 16 slots, integer kernels against twin, SmolLM2 509 against 384, Gemma 3
+# 266 against 267; 32 slots 436 against 571 and 274 against 294.
+BATCH_ROWS = 17
 # From this many rows (a prompt being read), dequantising the whole matrix for one full-precision product
 # beats the weight-only kernels even without a twin: 512 rows × (2,048 × 640) take 7.8 ms in the int4
 # kernel, 3.1 ms dequantised to bf16 and multiplied (int8: 8.2 against 1.3 ms), on the CPU above.
