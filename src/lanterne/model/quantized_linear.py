@@ -168,11 +168,12 @@ class Int8Linear(QuantizedLinear):
     """int8 weights, one scale per output row.
 
     A few rows (decoding) go through the C kernel `cpu_kernels.int8_rows` where it could be built
-    (2.4x faster than PyTorch's for one row, and exact: float32 activations), else and for more rows
+    (2-5x faster than PyTorch's for one row; float32 activations, or 16-bit steps with AVX512-VNNI:
+    see `cpu_kernels.sixteen_bit_rows`), else and for more rows
     through torch._weight_int8pack_mm. Without the C kernel, with `rounds_single_rows` (the output
     layer), a single row goes through PyTorch's dynamic quantized linear instead, which rounds the row
     itself to 8 bits as llama.cpp does (Gemma's 262,144 × 640 output layer: 5.5 ms against 13.5 ms in
-    the weight-only kernel; the C kernel's decoding step is 0.7 ms faster still, and exact); `pack`
+    the weight-only kernel; the C kernel's decoding step is faster still); `pack`
     prepares it. Two rows or more keep full-precision activations, so that sequences decoded together
     never round each other's numbers.
     """
